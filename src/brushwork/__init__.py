@@ -1,0 +1,20 @@
+"""brushwork: Stable Diffusion inference with styles as plugins and fully specified Plans.
+
+Importing this package does nothing but define names: no torch import, no
+device probing, no registry filling.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from brushwork.api import Brushwork
+from brushwork.errors import BrushworkError, Cancelled, InvalidRequest, ModelUnavailable, NotFound
+from brushwork.plan import GenerationRequest, Plan, Result
+from brushwork.styles.recipe import LoraRef, Recipe
+from brushwork.styles.spec import style
+
+__all__ = [
+    "Brushwork", "BrushworkError", "Cancelled", "GenerationRequest", "InvalidRequest", "LoraRef",
+    "ModelUnavailable", "NotFound", "Plan", "Recipe", "Result", "__version__", "style",
+]

@@ -1,0 +1,103 @@
+"""What every CLI command shares: settings, error → exit-code mapping, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from brushwork.errors import BrushworkError, InvalidRequest
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliState:
+    """Options given before the command name (`brushwork --config X generate ...`)."""
+
+    config: Path | None = None
+
+
+state = CliState()
+
+
+def load_api() -> Any:
+    from brushwork.api import Brushwork
+    from brushwork.config import Settings
+
+    return Brushwork(Settings.load(state.config))
+
+
+def quiet_libraries() -> None:
+    """Hide diffusers/transformers' own bars and chatter; our Rich bar reports progress."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn brushwork errors into one red line and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InvalidRequest as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except BrushworkError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILURE) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("BRUSHWORK_DEBUG"):
+                raise
+            err_console.print(
+                f"[red]error:[/red] {type(exc).__name__}: {exc} (set BRUSHWORK_DEBUG=1 for a traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def step_progress(total: int, label: str) -> Iterator[Callable[[Any], None]]:
+    """A Rich bar showing step n/N, it/s and ETA; yields the engine's progress callback."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(label, total=total, rate="")
+
+        def on_step(event: Any) -> None:
+            rate = event.step / event.elapsed if event.elapsed > 0 else 0.0
+            progress.update(task, completed=event.step, rate=f"{rate:.2f} it/s")
+
+        yield on_step

@@ -1,0 +1,128 @@
+"""Settings: built once per process from (highest first) explicit arguments,
+`BRUSHWORK_*` environment variables and a TOML file, then passed down.
+
+Nothing here is read at import time; `Settings.load()` does the reading.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Family = Literal["sd15", "sdxl"]
+
+_config_file: ContextVar[Path | None] = ContextVar("brushwork_config_file", default=None)
+
+
+def default_config_file() -> Path:
+    """`$BRUSHWORK_CONFIG`, else `$XDG_CONFIG_HOME/brushwork/config.toml`."""
+    explicit = os.environ.get("BRUSHWORK_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "brushwork" / "config.toml"
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "brushwork"
+
+
+class ModelSource(BaseModel):
+    """Where an aliased model's weights are.
+
+    `source` is a diffusers folder, a single-file checkpoint (absolute, or
+    relative to `models_dir/checkpoints`), or a Hugging Face repo id read
+    from the local HF cache. `config` optionally names a diffusers folder
+    whose configs describe a single-file checkpoint's architecture.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    family: Family | None = None
+    config: str | None = None
+    description: str = ""
+
+
+class Limits(BaseModel):
+    """Bounds that requests are validated against (configurable per deployment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_size: int = Field(default=64, ge=8)
+    max_size: int = Field(default=2048, ge=8)
+    max_steps: int = Field(default=150, ge=1)
+    max_batch: int = Field(default=16, ge=1)
+    max_prompt_chars: int = Field(default=4000, ge=1)
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration. Construct with `Settings.load()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRUSHWORK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=_default_home, description="cache: demo model, configs, hashes")
+    models_dir: Path | None = Field(default=None, description="checkpoints/ loras/ vae/ ... (default: HOME/models)")
+    styles_dir: Path | None = Field(default=None, description="user styles (default: next to the config file)")
+    output_dir: Path = Path("outputs")
+    hf_cache: Path | None = Field(default=None, description="Hugging Face hub cache (default: HF's own)")
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    allow_pickle: bool = Field(default=False, description="permit .ckpt files (loaded weights_only)")
+    pipeline_cache_size: int = Field(default=2, ge=1, description="pipelines kept warm in memory")
+    limits: Limits = Field(default_factory=Limits)
+    models: dict[str, ModelSource] = Field(default_factory=dict)
+
+    @field_validator("home", "models_dir", "styles_dir", "output_dir", "hf_cache")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _config_file.get() or default_config_file()
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Read env + TOML (`config_file` or the default location) + overrides."""
+        if config_file is not None and not Path(config_file).is_file():
+            from brushwork.errors import InvalidRequest
+
+            raise InvalidRequest("config", f"config file {str(config_file)!r} does not exist")
+        token = _config_file.set(Path(config_file) if config_file else None)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.home / "models"
+
+    @property
+    def resolved_styles_dir(self) -> Path:
+        return self.styles_dir or default_config_file().parent / "styles"

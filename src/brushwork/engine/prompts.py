@@ -1,0 +1,110 @@
+"""Prompt encoding without silent truncation.
+
+CLIP reads 77 tokens (75 plus begin/end). diffusers cuts longer prompts off
+with a log line; brushwork instead encodes them in 75-token chunks and
+concatenates the embeddings (the scheme AUTOMATIC1111 uses), so every word
+of a long prompt reaches the UNet. Prompts that fit are handed to diffusers
+unchanged, so short prompts behave exactly like plain diffusers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brushwork.plan import Plan
+
+CHUNK_TOKENS = 75
+
+
+def _token_ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False, truncation=False).input_ids)
+
+
+def chunk_count(tokenizer: Any, text: str) -> int:
+    """How many 75-token chunks a text needs (at least one)."""
+    return max(1, -(-len(_token_ids(tokenizer, text)) // CHUNK_TOKENS))
+
+
+def _tokenizers(pipe: Any) -> list[Any]:
+    return [t for t in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)) if t is not None]
+
+
+def needs_chunking(pipe: Any, plan: Plan) -> bool:
+    return any(
+        chunk_count(tok, text) > 1 for tok in _tokenizers(pipe) for text in (plan.prompt, plan.negative_prompt)
+    )
+
+
+def _encode_chunks(
+    tokenizer: Any, encoder: Any, text: str, chunks: int, layer: int | None, final_norm: bool
+) -> tuple[Any, Any]:
+    """Embeddings of `text` as `chunks` 77-token windows, concatenated; plus the first window's pooled output."""
+    import torch
+
+    ids = _token_ids(tokenizer, text)
+    pieces, pooled = [], None
+    for index in range(chunks):
+        chunk = ids[index * CHUNK_TOKENS : (index + 1) * CHUNK_TOKENS]
+        row = [tokenizer.bos_token_id, *chunk, tokenizer.eos_token_id]
+        row += [tokenizer.pad_token_id] * (CHUNK_TOKENS + 2 - len(row))
+        out = encoder(torch.tensor([row], device=encoder.device), output_hidden_states=True)
+        if pooled is None and out[0].ndim == 2:
+            pooled = out[0]
+        hidden = out.hidden_states[layer] if layer is not None else out.last_hidden_state
+        if final_norm:
+            hidden = encoder.text_model.final_layer_norm(hidden)
+        pieces.append(hidden)
+    return torch.cat(pieces, dim=1), pooled
+
+
+def _chunked_sd15(pipe: Any, plan: Plan, chunks: int) -> dict[str, Any]:
+    # diffusers' clip_skip semantics: A1111 "Clip skip: k" = hidden_states[-k] + final layer norm.
+    layer = None if plan.clip_skip == 1 else -plan.clip_skip
+    final_norm = layer is not None
+    embed = [
+        _encode_chunks(pipe.tokenizer, pipe.text_encoder, text, chunks, layer, final_norm)[0]
+        for text in (plan.prompt, plan.negative_prompt)
+    ]
+    dtype = pipe.unet.dtype
+    return {"prompt_embeds": embed[0].to(dtype), "negative_prompt_embeds": embed[1].to(dtype)}
+
+
+def _chunked_sdxl(pipe: Any, plan: Plan, chunks: int) -> dict[str, Any]:
+    import torch
+
+    layer = -(plan.clip_skip + 1)  # SDXL always uses the penultimate layer (clip_skip shifts it)
+    encoders = ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
+
+    def encode(text: str) -> tuple[Any, Any]:
+        parts = [_encode_chunks(tok, enc, text, chunks, layer, False) for tok, enc in encoders]
+        return torch.cat([p[0] for p in parts], dim=-1), parts[-1][1]
+
+    positive, pooled = encode(plan.prompt)
+    if not plan.negative_prompt and pipe.config.force_zeros_for_empty_prompt:
+        negative, negative_pooled = torch.zeros_like(positive), torch.zeros_like(pooled)
+    else:
+        negative, negative_pooled = encode(plan.negative_prompt)
+    dtype = pipe.text_encoder_2.dtype
+    return {
+        "prompt_embeds": positive.to(dtype),
+        "negative_prompt_embeds": negative.to(dtype),
+        "pooled_prompt_embeds": pooled.to(dtype),
+        "negative_pooled_prompt_embeds": negative_pooled.to(dtype),
+    }
+
+
+def prompt_kwargs(pipe: Any, plan: Plan, *, force_chunked: bool = False) -> dict[str, Any]:
+    """The prompt arguments for a pipeline call: plain text when it fits, chunked embeddings when not."""
+    if not force_chunked and not needs_chunking(pipe, plan):
+        return {
+            "prompt": plan.prompt,
+            "negative_prompt": plan.negative_prompt or None,
+            "clip_skip": plan.clip_skip - 1 or None,
+        }
+    import torch
+
+    chunks = max(chunk_count(tok, text) for tok in _tokenizers(pipe) for text in (plan.prompt, plan.negative_prompt))
+    with torch.inference_mode():
+        if plan.model.family == "sdxl":
+            return _chunked_sdxl(pipe, plan, chunks)
+        return _chunked_sd15(pipe, plan, chunks)

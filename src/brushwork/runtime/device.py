@@ -1,0 +1,67 @@
+"""Device and dtype policy: decided when an Engine is built, never at import.
+
+* CPU → float32 (half precision on CPU is slow or unsupported).
+* CUDA → float16, except GTX 16xx cards (Turing TU116/TU117), whose fp16
+  UNet/VAE produce NaN (black) images: those get float32. bfloat16 when
+  asked for and supported.
+* MPS → float16.
+An explicit `dtype` setting always wins over "auto".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class CudaInfo(Protocol):
+    """The slice of `torch.cuda` the policy needs (fakes implement it in tests)."""
+
+    def is_available(self) -> bool: ...
+    def get_device_name(self, device: int = 0) -> str: ...
+    def is_bf16_supported(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    device: str
+    dtype: str  # "float32" | "float16" | "bfloat16"
+    reason: str
+
+
+FP16_BROKEN_GPUS = ("GTX 1650", "GTX 1660", "GTX 1630")
+
+
+def _mps_available(torch_module: Any) -> bool:
+    backend = getattr(getattr(torch_module, "backends", None), "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def choose(device: str = "auto", dtype: str = "auto", *, torch_module: Any = None) -> DevicePolicy:
+    """Pick device + dtype from settings and what the machine has."""
+    if torch_module is None:
+        import torch as torch_module
+    cuda: CudaInfo = torch_module.cuda
+    if device == "auto":
+        if cuda.is_available():
+            device = "cuda"
+        elif _mps_available(torch_module):
+            device = "mps"
+        else:
+            device = "cpu"
+    if dtype != "auto":
+        return DevicePolicy(device, dtype, "set explicitly")
+    if device.startswith("cuda"):
+        name = cuda.get_device_name(0)
+        if any(bad in name for bad in FP16_BROKEN_GPUS):
+            return DevicePolicy(device, "float32", f"{name}: fp16 gives NaN images on this GPU")
+        return DevicePolicy(device, "float16", f"{name}: fp16 halves memory and is fast")
+    if device == "mps":
+        return DevicePolicy(device, "float16", "Apple GPU: fp16")
+    return DevicePolicy(device, "float32", "CPU: float32")
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
