@@ -38,9 +38,13 @@ FAMILY_DEFAULTS: dict[Family, FamilyDefaults] = {
 }
 
 
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _check_range(field: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise InvalidRequest(field, f"must be between {low:g} and {high:g}, got {value:g}")
+        raise InvalidRequest(field, f"must be between {_number(low)} and {_number(high)}, got {_number(value)}")
 
 
 def _check_size(field: str, value: int, limits: Limits) -> None:

@@ -14,17 +14,14 @@ Two kinds of proof:
 from __future__ import annotations
 
 import json
-import os
 import types
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import pytest
 import torch
 
-from brushwork.models.clip_vocab import write_clip_tokenizer_files
+from brushwork.testing.factories import tiny_sd15_pipeline, tiny_sdxl_pipeline
 from brushwork.models.offline_configs import detect_family, read_checkpoint_shapes, shipped_config_dir
 from brushwork.testing.ldm_export import pipeline_to_ldm_state_dict, save_single_file
 
@@ -139,6 +136,7 @@ def test_full_size_export_detects_family(family: str, meta_exports: dict) -> Non
     _pipe, state = meta_exports[family]
     assert detect_family(state.keys()) == family
     assert detect_family({k: tuple(v.shape) for k, v in state.items()}) == family
+    assert detect_family(state) == family  # a state dict of tensors works as a shape mapping
 
 
 def _shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -184,112 +182,12 @@ def test_save_single_file_refuses_meta_tensors(meta_exports: dict, tmp_path: Pat
 # ---------------------------------------------------------------- tiny, real weights
 
 
-def _tokenizer(folder: Path, pad_token: str) -> Any:
-    from transformers import CLIPTokenizer
-
-    write_clip_tokenizer_files(folder)
-    return CLIPTokenizer.from_pretrained(str(folder), pad_token=pad_token, model_max_length=77)
-
-
-def _clip(hidden: int, projection: bool) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=hidden,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-        hidden_act="gelu" if projection else "quick_gelu",
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-    )
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
-
-
-def _vae() -> Any:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=32,
-    )
-
-
 def _tiny_sd15(tmp: Path) -> Any:
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        # SD1.5's pattern (attention everywhere but the lowest resolution), shrunk to two levels.
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        cross_attention_dim=32,
-        attention_head_dim=4,
-        norm_num_groups=32,
-    )
-    return StableDiffusionPipeline(
-        vae=_vae(),
-        text_encoder=_clip(32, projection=False),
-        tokenizer=_tokenizer(tmp / "tok", "<|endoftext|>"),
-        unet=unet,
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1, beta_schedule="scaled_linear"),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return tiny_sd15_pipeline(tmp / "tok")
 
 
 def _tiny_sdxl(tmp: Path) -> Any:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    # The two text encoders MUST differ in width: diffusers routes a CLIP-L-looking
-    # checkpoint to whichever CLIP class has the same hidden size (see report / docs).
-    te1, te2 = _clip(32, projection=False), _clip(64, projection=True)
-    time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        # SDXL's pattern (no attention at the highest resolution), shrunk to two levels.
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        transformer_layers_per_block=(1, 2),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        cross_attention_dim=32 + 64,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + te2.config.projection_dim,
-        norm_num_groups=32,
-    )
-    return StableDiffusionXLPipeline(
-        vae=_vae(),
-        text_encoder=te1,
-        text_encoder_2=te2,
-        tokenizer=_tokenizer(tmp / "tok", "<|endoftext|>"),
-        tokenizer_2=_tokenizer(tmp / "tok2", "!"),
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1),
-    )
+    return tiny_sdxl_pipeline(tmp / "tok")
 
 
 def _no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -362,8 +260,28 @@ def test_tiny_sd15_single_file_generates_identically(tmp_path: Path, monkeypatch
 
     def run(p: Any) -> torch.Tensor:
         p.set_progress_bar_config(disable=True)
-        out = p("a photo of a cat", num_inference_steps=2, height=32, width=32,
+        out = p("a photo of a cat", num_inference_steps=2, height=64, width=64,
                 generator=torch.Generator().manual_seed(0), output_type="pt")
         return out.images
 
     assert torch.equal(run(pipe), run(loaded))
+
+
+def test_save_single_file_casts_floats_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 files (the usual CivitAI upload) load back equal to the fp16-cast original."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    _no_hub(monkeypatch)
+    pipe = _tiny_sd15(tmp_path)
+    pipe.save_pretrained(tmp_path / "config")
+    checkpoint = save_single_file(pipe, tmp_path / "tiny-fp16.safetensors", dtype=torch.float16)
+    with safe_open(str(checkpoint), framework="pt") as fh:
+        position_ids = fh.get_tensor("cond_stage_model.transformer.text_model.embeddings.position_ids")
+        assert position_ids.dtype == torch.int64 and position_ids.tolist() == [list(range(77))]
+        assert fh.get_tensor("model.diffusion_model.out.2.weight").dtype == torch.float16
+    loaded = StableDiffusionPipeline.from_single_file(
+        str(checkpoint), config=str(tmp_path / "config"), local_files_only=True, torch_dtype=torch.float16,
+        safety_checker=None, requires_safety_checker=False,
+    )
+    _assert_same_weights(pipe.to(torch.float16), loaded, ["unet", "vae", "text_encoder"])

@@ -19,7 +19,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -25,7 +25,6 @@ def _run_and_save(api: Any, plan: Any, output: Path | None) -> None:
     if plan.model.demo:
         err_console.print("[yellow]note:[/yellow] the demo model has random weights: its images are noise",
                           highlight=False)
-    quiet_libraries()
     label = f"{plan.style} · {plan.model.name} · {plan.sampler}"
     with step_progress(plan.steps, label) as on_step:
         result = api.run(plan, on_progress=on_step)
@@ -61,6 +60,7 @@ def generate(
         "steps": steps, "cfg": cfg, "sampler": sampler, "width": width, "height": height,
         "seed": seed, "batch_size": batch, "clip_skip": clip_skip,
     })
+    quiet_libraries()
     api = load_api()
     _run_and_save(api, api.plan(request), output)
 
@@ -73,4 +73,6 @@ def replay(
     """Regenerate an image from the Plan embedded in it (same weights ⇒ same pixels)."""
     from brushwork.post.metadata import read_plan
 
-    _run_and_save(load_api(), read_plan(image), output)
+    plan = read_plan(image)
+    quiet_libraries()
+    _run_and_save(load_api(), plan, output)

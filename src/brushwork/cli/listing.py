@@ -16,14 +16,21 @@ def _yes_no(value: bool) -> str:
 
 
 @handle_errors
-def styles() -> None:
+def styles(
+    long: Annotated[bool, typer.Option("--long", "-l", help="Also show each style's description.")] = False,
+) -> None:
     """List styles: keywords that route to them, their types, model and whether it is installed."""
     api = load_api()
     registry, catalog = api.styles, api.catalog
     checkpoints = catalog.checkpoints()
     table = Table(title="styles (use --style NAME, or let keywords pick with --style auto)")
-    for column in ("name", "keywords", "types", "model", "installed", "description"):
-        table.add_column(column, overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("installed", no_wrap=True)
+    table.add_column("types", overflow="fold")
+    table.add_column("keywords", overflow="fold")
+    if long:
+        table.add_column("description", overflow="fold")
     for spec in registry:
         try:
             model = spec.recipe("preview").model
@@ -31,9 +38,11 @@ def styles() -> None:
             model = f"(error: {exc})"
         entry = checkpoints.get(model)
         installed = _yes_no(entry is not None and catalog.is_installed(entry))
-        table.add_row(spec.name, ", ".join(spec.keywords), ", ".join(spec.types), model, installed,
-                      spec.description)
+        row = [spec.name, model, installed, ", ".join(spec.types), ", ".join(spec.keywords)]
+        table.add_row(*row, *([spec.description] if long else []))
     console.print(table)
+    console.print("Not installed? `brushwork models` says where each model's file goes; "
+                  "any style runs on the built-in demo model with --model demo.", highlight=False)
     console.print(f"user styles folder: {api.settings.resolved_styles_dir}", highlight=False)
     for note in registry.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
@@ -76,9 +85,9 @@ def info(
     if PARAMETERS_KEY not in chunks and PLAN_KEY not in chunks:
         raise InvalidRequest("image", f"{image.name} has no generation metadata")
     if PARAMETERS_KEY in chunks:
-        console.print(chunks[PARAMETERS_KEY], highlight=False, markup=False)
+        console.print(chunks[PARAMETERS_KEY], highlight=False, markup=False, soft_wrap=True)
     if PLAN_KEY in chunks:
         plan = read_plan(image)
         console.print(f"\nbrushwork plan: style {plan.style}, model {plan.model.name} "
                       f"(sha256 {plan.model.sha256[:16]}…); `brushwork replay {image}` regenerates it",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)

@@ -35,6 +35,11 @@ def needs_chunking(pipe: Any, plan: Plan) -> bool:
     )
 
 
+def _final_layer_norm(encoder: Any) -> Any:
+    """transformers 5 flattened CLIPTextModel; 4.x keeps the norm under `.text_model`."""
+    return getattr(encoder, "text_model", encoder).final_layer_norm
+
+
 def _encode_chunks(
     tokenizer: Any, encoder: Any, text: str, chunks: int, layer: int | None, final_norm: bool
 ) -> tuple[Any, Any]:
@@ -52,7 +57,7 @@ def _encode_chunks(
             pooled = out[0]
         hidden = out.hidden_states[layer] if layer is not None else out.last_hidden_state
         if final_norm:
-            hidden = encoder.text_model.final_layer_norm(hidden)
+            hidden = _final_layer_norm(encoder)(hidden)
         pieces.append(hidden)
     return torch.cat(pieces, dim=1), pooled
 
@@ -94,12 +99,16 @@ def _chunked_sdxl(pipe: Any, plan: Plan, chunks: int) -> dict[str, Any]:
 
 
 def prompt_kwargs(pipe: Any, plan: Plan, *, force_chunked: bool = False) -> dict[str, Any]:
-    """The prompt arguments for a pipeline call: plain text when it fits, chunked embeddings when not."""
-    if not force_chunked and not needs_chunking(pipe, plan):
+    """The prompt arguments for a pipeline call: plain text when it fits, chunked embeddings when not.
+
+    Clip skip also always takes our path: diffusers 0.42 applies it to SDXL's
+    positive prompt only, and for SD 1.5 reaches for `text_encoder.text_model`,
+    which transformers 5 no longer has. A1111 skips layers for both prompts.
+    """
+    if not force_chunked and plan.clip_skip == 1 and not needs_chunking(pipe, plan):
         return {
             "prompt": plan.prompt,
             "negative_prompt": plan.negative_prompt or None,
-            "clip_skip": plan.clip_skip - 1 or None,
         }
     import torch
 

@@ -79,7 +79,12 @@ class CatalogEntry:
 
 
 def _looks_like_repo_id(source: str) -> bool:
-    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).suffix
+    return (
+        source.count("/") == 1
+        and not source.startswith((".", "/", "~"))
+        and Path(source).suffix.lower() not in FILE_SUFFIXES
+        and not Path(source).expanduser().exists()
+    )
 
 
 class ModelCatalog:

@@ -20,9 +20,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from brushwork.models.clip_vocab import bpe_file_path, write_clip_tokenizer_files
 
@@ -47,8 +47,11 @@ PIPELINE_CLASS_BY_FAMILY: dict[Family, str] = {
     "sdxl": "StableDiffusionXLPipeline",
 }
 
+UNET_PREFIX = "model.diffusion_model."
+
 # Marker keys, identical to diffusers' `CHECKPOINT_KEY_NAMES` (single_file_utils.py);
-# a test pins them to diffusers so the two cannot drift apart silently.
+# a test pins them to diffusers so the two cannot drift apart silently. They only
+# exist at full size, so `detect_family` also looks at structure.
 KEY_V1 = "model.diffusion_model.output_blocks.11.0.skip_connection.weight"
 KEY_V2 = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
 KEY_XL_BASE = "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias"
@@ -68,7 +71,10 @@ _OTHER_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Stable Diffusion 3", ("joint_blocks.0.context_block.adaLN_modulation.1.bias",)),
     ("Stable Cascade", ("clip_txt_mapper.weight", "down_blocks.1.0.channelwise.0.weight")),
     ("a ControlNet", ("control_model.time_embed.0.weight", "controlnet_cond_embedding.conv_in.weight")),
-    ("a diffusers-format UNet state dict (not an LDM single file)", ("conv_in.weight", "down_blocks.0.resnets.0.conv1.weight")),
+    (
+        "a diffusers-format UNet state dict (not an LDM single file)",
+        ("conv_in.weight", "down_blocks.0.resnets.0.conv1.weight"),
+    ),
     ("a standalone VAE", ("encoder.conv_in.weight", "decoder.conv_out.weight")),
 )
 
@@ -89,56 +95,79 @@ def _unsupported(what: str) -> ValueError:
     return ValueError(f"unsupported checkpoint layout: {what}. Supported: {_SUPPORTED}.")
 
 
-def _in_channels(shapes: Mapping[str, Sequence[int]] | None) -> int | None:
+def _shape(value: Any) -> tuple[int, ...]:
+    """A shape from a shape sequence or from anything with `.shape` (a tensor, in a state dict)."""
+    return tuple(int(d) for d in (value.shape if hasattr(value, "shape") else value))
+
+
+def _in_channels(shapes: Mapping[str, Any] | None) -> int | None:
     if shapes is None or KEY_UNET_IN not in shapes:
         return None
-    shape = shapes[KEY_UNET_IN]
-    return int(shape[1]) if len(shape) > 1 else None
+    shape = _shape(shapes[KEY_UNET_IN])
+    return shape[1] if len(shape) > 1 else None
 
 
-def detect_family(keys: Iterable[str] | Mapping[str, Sequence[int]]) -> Family:
+def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
     """Tell SD 1.5 from SDXL by the key names of an LDM-layout single-file checkpoint.
 
-    Uses the same marker keys as diffusers' `infer_diffusers_model_type`, which
-    itself needs tensor shapes (it reads `.shape`) and so cannot run on key
-    names alone. Pass a mapping of key -> shape (see `read_checkpoint_shapes`)
-    to also reject inpainting / instruct-pix2pix UNets (extra input channels)
-    and SD 2.x by its 1024-wide cross-attention; with names only, SD 2.x is
-    still caught by its OpenCLIP text encoder keys.
+    diffusers' `infer_diffusers_model_type` cannot be used: it reads tensor
+    `.shape`s, and its marker keys (e.g. `output_blocks.11...`, `resblocks.9...`)
+    only exist at full size, so tiny test/demo checkpoints would all look like
+    "v1". We check the same markers first and then fall back on structure: which
+    text encoders the file carries (`cond_stage_model.transformer.` = CLIP-L
+    alone -> SD1.x; `conditioner.embedders.0.transformer.` + `.1.model.` =
+    CLIP-L + OpenCLIP bigG -> SDXL) and whether the UNet has SDXL's `label_emb`.
+
+    Pass a mapping of key -> shape (see `read_checkpoint_shapes`) or a state
+    dict of tensors to also reject
+    inpainting / instruct-pix2pix UNets (extra input channels) and an SD 2.x UNet
+    by its 1024-wide cross-attention; with names only, SD 2.x is still caught by
+    its OpenCLIP-H text encoder keys.
 
     Raises ValueError naming the layout for anything that is not SD1.5/SDXL base.
     """
-    shapes: Mapping[str, Sequence[int]] | None = keys if isinstance(keys, Mapping) else None
+    shapes: Mapping[str, Any] | None = keys if isinstance(keys, Mapping) else None
     names = set(keys)
     in_ch = _in_channels(shapes)
+
+    def has_prefix(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in names)
 
     if KEY_PLAYGROUND in names:
         raise _unsupported("Playground v2.5 (EDM formulation)")
     if "v_pred" in names:
         raise _unsupported("v-prediction model (it carries a `v_pred` marker key)")
 
-    if KEY_XL_BASE in names:
-        if in_ch is not None and in_ch != 4:
-            raise _unsupported(f"SDXL inpainting / edit UNet ({in_ch} input channels)")
-        return "sdxl"
-    if KEY_XL_REFINER in names:
-        raise _unsupported("SDXL refiner")
-    if KEY_OPEN_CLIP in names:
-        raise _unsupported("Stable Diffusion 2.x (OpenCLIP-H text encoder; often v-prediction)")
-    if shapes is not None and KEY_V2 in shapes and int(shapes[KEY_V2][-1]) == 1024:
-        raise _unsupported("Stable Diffusion 2.x (1024-wide cross-attention)")
-    if KEY_UPSCALE in names:
-        raise _unsupported("Stable Diffusion x4 upscaler")
-    if KEY_V1 in names:
-        if in_ch is not None and in_ch != 4:
-            kind = {9: "inpainting", 8: "instruct-pix2pix"}.get(in_ch, "non-text-to-image")
-            raise _unsupported(f"SD 1.x {kind} UNet ({in_ch} input channels)")
-        return "sd15"
+    if has_prefix(UNET_PREFIX):
+        if KEY_XL_REFINER in names or has_prefix("conditioner.embedders.0.model."):
+            raise _unsupported("SDXL refiner (OpenCLIP-only conditioner)")
+        is_xl = (
+            KEY_XL_BASE in names
+            or has_prefix("conditioner.embedders.1.model.")
+            or f"{UNET_PREFIX}label_emb.0.0.weight" in names
+        )
+        if is_xl:
+            if in_ch is not None and in_ch != 4:
+                raise _unsupported(f"SDXL inpainting / edit UNet ({in_ch} input channels)")
+            return "sdxl"
+        if KEY_OPEN_CLIP in names or has_prefix("cond_stage_model.model."):
+            raise _unsupported("Stable Diffusion 2.x (OpenCLIP-H text encoder; often v-prediction)")
+        if shapes is not None and KEY_V2 in shapes and _shape(shapes[KEY_V2])[-1:] == (1024,):
+            raise _unsupported("Stable Diffusion 2.x (1024-wide cross-attention)")
+        if KEY_UPSCALE in names or f"{UNET_PREFIX}label_emb.weight" in names:
+            raise _unsupported("Stable Diffusion x4 upscaler")
+        if has_prefix(UNET_PREFIX + "joint_blocks.") or has_prefix(UNET_PREFIX + "double_blocks."):
+            pass  # a transformer (SD3 / Flux) under the LDM prefix: named below
+        elif has_prefix(UNET_PREFIX + "input_blocks.") and has_prefix(UNET_PREFIX + "output_blocks."):
+            if in_ch is not None and in_ch != 4:
+                kind = {9: "inpainting", 8: "instruct-pix2pix"}.get(in_ch, "non-text-to-image")
+                raise _unsupported(f"SD 1.x {kind} UNet ({in_ch} input channels)")
+            return "sd15"
 
     for label, markers in _OTHER_LAYOUTS:
-        if any(m in names or f"model.diffusion_model.{m}" in names for m in markers):
+        if any(m in names or f"{UNET_PREFIX}{m}" in names for m in markers):
             raise _unsupported(label)
-    if any(k.startswith(("lora_unet_", "lora_te", "lora_")) or ".lora_" in k for k in names):
+    if any(k.startswith("lora_") or ".lora_" in k or ".lora." in k for k in names):
         raise _unsupported("a LoRA (adapter weights, not a full checkpoint)")
     if not names:
         raise _unsupported("empty checkpoint (no tensors)")

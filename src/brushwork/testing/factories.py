@@ -38,14 +38,15 @@ def tiny_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Any:
     )
 
 
-def _text_encoder(hidden: int, projection: bool) -> Any:
+def _text_encoder(hidden: int, projection: bool, projection_dim: int = 32) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
         hidden_size=hidden, intermediate_size=37, layer_norm_eps=1e-05,
         num_attention_heads=4, num_hidden_layers=5, vocab_size=CLIP_VOCAB_SIZE,
-        projection_dim=hidden, max_position_embeddings=77, hidden_act="quick_gelu",
+        projection_dim=projection_dim, max_position_embeddings=77,
+        hidden_act="gelu" if projection else "quick_gelu",
     )
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
@@ -69,6 +70,8 @@ def tiny_sd15_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=64,
         in_channels=4, out_channels=4, cross_attention_dim=32, attention_head_dim=8,
+        # Attention only at the lower resolution: self-attention over every latent pixel would
+        # make the demo model slow on CPUs; the single-file key mapping is the same either way.
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
     )
@@ -86,23 +89,26 @@ def tiny_sdxl_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
+    # The two text encoders must differ in width: diffusers' single-file loader routes
+    # CLIP-L-shaped weights to whichever encoder has CLIP-L's width.
+    text_encoder = _text_encoder(32, projection=False)
+    text_encoder_2 = _text_encoder(64, projection=True, projection_dim=32)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=64,
-        in_channels=4, out_channels=4, cross_attention_dim=64, attention_head_dim=(2, 4),
+        in_channels=4, out_channels=4, cross_attention_dim=32 + 64, attention_head_dim=(2, 4),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         transformer_layers_per_block=(1, 2), use_linear_projection=True,
         addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32,
+        projection_class_embeddings_input_dim=6 * 8 + text_encoder_2.config.projection_dim,
     )
     vae = _vae(scaling_factor=0.13025)
-    text_encoder = _text_encoder(32, projection=False)
-    text_encoder_2 = _text_encoder(32, projection=True)
     return StableDiffusionXLPipeline(
         unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
         tokenizer=tiny_tokenizer(tokenizer_dir / "tokenizer"),
         tokenizer_2=tiny_tokenizer(tokenizer_dir / "tokenizer_2", pad_token="!"),
         scheduler=EulerDiscreteScheduler.from_config({**SD_SCHEDULER_CONFIG, "timestep_spacing": "leading"}),
+        add_watermarker=False,
     )
 
 
@@ -117,3 +123,25 @@ def save_single_file(pipe: Any, path: Path) -> Path:
     from brushwork.testing.ldm_export import save_single_file as export
 
     return export(pipe, path)
+
+
+def save_tiny_lora(pipe: Any, path: Path, rank: int = 4, seed: int = 1) -> Path:
+    """A random LoRA for `pipe`'s UNet attention layers, saved in diffusers' LoRA format.
+
+    `pipe` is left unchanged: the adapter is added, exported and deleted again.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    pipe.unet.add_adapter(config, adapter_name="export")
+    try:
+        layers = get_peft_model_state_dict(pipe.unet, adapter_name="export")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        type(pipe).save_lora_weights(str(path.parent), unet_lora_layers=layers, weight_name=path.name,
+                                     safe_serialization=True)
+    finally:
+        pipe.unet.delete_adapters("export")
+    return path

@@ -271,8 +271,12 @@ def pipeline_to_ldm_state_dict(pipe: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_single_file(pipe: Any, path: Path) -> Path:
-    """Write `pipe` as a CivitAI-style single `.safetensors` file; returns the path."""
+def save_single_file(pipe: Any, path: Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Write `pipe` as a CivitAI-style single `.safetensors` file; returns the path.
+
+    `dtype` (e.g. torch.float16, as most CivitAI uploads are) casts floating
+    tensors only; integer buffers such as `position_ids` keep their type.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -282,7 +286,10 @@ def save_single_file(pipe: Any, path: Path) -> Path:
     for key, value in state.items():
         if value.device.type == "meta":
             raise ValueError(f"cannot save meta tensor {key!r}: build the pipeline with real weights")
-        tensor = value.detach().to("cpu").contiguous()
+        tensor = value.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensor = tensor.contiguous()
         if tensor.data_ptr() in seen:  # safetensors refuses aliased storage
             tensor = tensor.clone()
         seen.add(tensor.data_ptr())
