@@ -222,3 +222,22 @@ def test_missing_lora_is_reported_not_silently_dropped(shared_api):
     api = Brushwork(shared_api.settings, styles=StyleRegistry([StyleSpec(name="general", build=build)]))
     plan = api.plan("x", seed=1)
     assert plan.loras == () and any("'absent' is not installed" in w for w in plan.warnings)
+
+
+def test_allowed_pickle_checkpoint_loads_with_weights_only(make_settings, tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from brushwork.config import ModelSource
+    from brushwork.errors import InvalidRequest
+
+    ckpt = tmp_path / "old-model.ckpt"
+    torch.save({"state_dict": load_file(str(tiny_models.sd15_single))}, ckpt)
+    models = {"old": ModelSource(source=str(ckpt), config=str(tiny_models.sd15_folder))}
+    with pytest.raises(InvalidRequest, match="pickle"):
+        Brushwork(make_settings(models=models)).plan("x", model="old")
+    api = Brushwork(make_settings(models=models, allow_pickle=True))
+    plan = api.plan("a boat", model="old", seed=5, **FAST)
+    assert plan.model.family == "sd15"  # detected from the pickle's keys, loaded weights_only
+    folder = api.generate("a boat", model="tiny-sd15", seed=5, **FAST)
+    assert np.abs(px(api.run(plan)) - px(folder)).max() <= 1

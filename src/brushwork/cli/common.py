@@ -52,6 +52,7 @@ def quiet_libraries() -> None:
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module="torchsde")  # Brownian-tree float-rounding chatter
 
 
 def handle_errors(fn: F) -> F:

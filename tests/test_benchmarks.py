@@ -1,0 +1,20 @@
+"""The benchmark compares like with like: identical pixels, one load for N images."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "txt2img_vs_diffusers.py"
+
+
+def test_benchmark_paths_make_identical_images_and_brushwork_loads_once(tiny_models, tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("bench_txt2img", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    result = module.compare(tiny_models.sd15_folder, tmp_path / "home", images=2, steps=2, size=64)
+    assert result.identical_pixels  # brushwork = plain diffusers, pixel for pixel
+    assert result.brushwork_loads == 1
+    assert min(result.naive_s, result.diffusers_warm_s, result.brushwork_cold_s, result.brushwork_warm_s) > 0
