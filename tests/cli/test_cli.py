@@ -129,6 +129,16 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path: Path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: cfg: must be between 0 and 30, got 99"]
+    for args, expected in (
+        (["generate", "x", "--steps", "abc"], "error: Invalid value for '--steps'"),
+        (["generate", "x", "--bogus"], "error: No such option: --bogus"),
+        (["generate"], "error: Missing argument 'prompt'."),
+    ):
+        usage = subprocess.run([sys.executable, "-m", "brushwork", *args], capture_output=True, text=True,
+                               env=env, timeout=120)
+        assert usage.returncode == 2, args
+        lines = usage.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(expected), usage.stderr
     version = subprocess.run([sys.executable, "-m", "brushwork", "--version"], capture_output=True, text=True,
                              env=env, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("brushwork ")

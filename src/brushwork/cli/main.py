@@ -42,4 +42,19 @@ app.command()(listing.info)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; usage errors (bad option types, unknown options) become one line, exit 2."""
+    from brushwork.cli.common import EXIT_BAD_INPUT, err_console
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            code = 0
+        else:
+            err_console.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)  # type: ignore[attr-defined]
+            code = getattr(exc, "exit_code", EXIT_BAD_INPUT)
+    except typer.Abort:
+        code = 1
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -73,6 +73,8 @@ class CatalogEntry:
 
     @property
     def source_label(self) -> str:
+        if self.demo:
+            return "built in (made on first use)"
         if self.path is not None:
             return str(self.path)
         return f"hf:{self.repo_id}" if self.repo_id else "(missing)"
@@ -193,7 +195,8 @@ class ModelCatalog:
                     )
                 return entry.path
             raise ModelUnavailable(
-                f"model {entry.name!r} is not installed: put its file at {entry.expected_location}"
+                f"model {entry.name!r} is not installed: put its file at {entry.expected_location} "
+                f"(or try the built-in demo model: --model demo)"
             )
         assert entry.repo_id is not None
         snapshot = self._hf_snapshot(entry.repo_id)
@@ -201,7 +204,8 @@ class ModelCatalog:
             raise ModelUnavailable(
                 f"model {entry.name!r} is not installed: expected Hugging Face repo {entry.repo_id!r} "
                 f"in the {entry.expected_location}. brushwork never downloads at run time; fetch it "
-                f"with `hf download {entry.repo_id}` on a machine with internet access."
+                f"with `hf download {entry.repo_id}` on a machine with internet access "
+                f"(or try the built-in demo model: --model demo)."
             )
         return snapshot
 
