@@ -42,7 +42,7 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     from brushwork.testing.factories import (
-        save_pipeline, save_single_file, save_tiny_lora, tiny_sd15_pipeline, tiny_sdxl_pipeline,
+        save_pipeline, save_single_file, save_tiny_lora, save_tiny_vae, tiny_sd15_pipeline, tiny_sdxl_pipeline,
     )
 
     root = tmp_path_factory.mktemp("tiny")
@@ -55,6 +55,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     sd15_single = save_single_file(sd15, singles / "tiny-sd15-single.safetensors")
     sdxl_single = save_single_file(sdxl, singles / "tiny-sdxl-single.safetensors")
     lora = save_tiny_lora(sd15, root / "models" / "loras" / "tinylora.safetensors")
+    save_tiny_vae(root / "models" / "vae" / "tinyvae")
     return TinyModels(root / "home", root / "models", sd15_folder, sd15_single, sdxl_folder, sdxl_single, lora)
 
 

@@ -8,6 +8,7 @@ import pytest
 from brushwork.api import Brushwork
 from brushwork.engine.progress import CancelToken
 from brushwork.errors import Cancelled, ModelUnavailable
+from brushwork.post.metadata import a1111_parameters
 from brushwork.styles.recipe import LoraRef, Recipe
 from brushwork.styles.registry import StyleRegistry
 from brushwork.styles.spec import StyleSpec
@@ -241,3 +242,18 @@ def test_allowed_pickle_checkpoint_loads_with_weights_only(make_settings, tiny_m
     assert plan.model.family == "sd15"  # detected from the pickle's keys, loaded weights_only
     folder = api.generate("a boat", model="tiny-sd15", seed=5, **FAST)
     assert np.abs(px(api.run(plan)) - px(folder)).max() <= 1
+
+
+def test_style_vae_is_swapped_in_for_the_run_and_put_back(settings):
+    def spec(name: str, vae: str | None) -> StyleSpec:
+        return StyleSpec(name=name, build=lambda prompt, **_: Recipe(model="tiny-sd15", prompt=prompt, vae=vae))
+
+    api = Brushwork(settings, styles=StyleRegistry([spec("general", None), spec("vae", "tinyvae")]))
+    fast = {k: v for k, v in FAST.items() if k != "style"}
+    base = api.generate("a lamp", seed=2, **fast)
+    swapped = api.generate("a lamp", style="vae", seed=2, **fast)
+    assert swapped.plan.vae is not None and swapped.plan.vae.name == "tinyvae"
+    assert "VAE: tinyvae" in a1111_parameters(swapped.plan)
+    assert np.abs(px(base) - px(swapped)).mean() > 1
+    assert np.array_equal(px(api.generate("a lamp", seed=2, **fast)), px(base))  # own VAE back
+    assert api.engine.cache.stats.loads == 1

@@ -35,10 +35,10 @@ def load_vae(path: Path, family: str, home: Path, torch_dtype: Any) -> Any:
     from brushwork.models.offline_configs import materialize_config_dir
 
     if path.is_dir():
-        return AutoencoderKL.from_pretrained(str(path), torch_dtype=torch_dtype, local_files_only=True)
+        return AutoencoderKL.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
     config = materialize_config_dir(family, home)  # type: ignore[arg-type]
     return AutoencoderKL.from_single_file(
-        str(path), config=str(config), subfolder="vae", torch_dtype=torch_dtype, local_files_only=True
+        str(path), config=str(config), subfolder="vae", dtype=torch_dtype, local_files_only=True
     )
 
 

@@ -57,9 +57,11 @@ def load_pipeline(
     from brushwork.models.offline_configs import materialize_config_dir
 
     cls = getattr(diffusers, PIPELINE_CLASSES[family])
-    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
     if family == "sd15":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    else:  # an invisible watermark would make pixels depend on an optional package being installed
+        kwargs.update(add_watermarker=False)
     try:
         if path.is_dir():
             return cls.from_pretrained(str(path), **kwargs)

@@ -145,3 +145,10 @@ def save_tiny_lora(pipe: Any, path: Path, rank: int = 4, seed: int = 1) -> Path:
     finally:
         pipe.unet.delete_adapters("export")
     return path
+
+
+def save_tiny_vae(folder: Path, seed: int = 1) -> Path:
+    """A stand-alone tiny VAE (diffusers folder) with other weights than the pipelines' own."""
+    torch.manual_seed(seed)
+    _vae().save_pretrained(folder, safe_serialization=True)
+    return folder
