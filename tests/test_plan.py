@@ -96,3 +96,18 @@ def test_single_keeps_everything_but_other_seeds():
 def test_bad_plan_json_is_a_clear_error():
     with pytest.raises(InvalidRequest):
         Plan.from_json('{"style": "x"}')
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"width": 500}, "width"), ({"clip_skip": 99}, "clip_skip"), ({"seeds": []}, "seeds"),
+     ({"steps": 0}, "steps"), ({"cfg": -100}, "cfg"), ({"seeds": [2**40]}, "seeds.0")],
+)
+def test_plans_read_from_outside_are_validated(change, field):
+    import json
+
+    data = json.loads(_plan().to_json())
+    data.update(change)
+    with pytest.raises(InvalidRequest) as info:
+        Plan.from_json(json.dumps(data))
+    assert info.value.field == field

@@ -11,6 +11,7 @@ on the first generation and kept warm for the next.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +29,31 @@ class Brushwork:
         self._styles = styles
         self._catalog: ModelCatalog | None = None
         self._engine: Any = None
+        self._init_lock = threading.Lock()  # one instance may be shared by many threads
 
     @property
     def styles(self) -> StyleRegistry:
-        if self._styles is None:
-            self._styles = StyleRegistry.discover(self.settings.resolved_styles_dir)
-        return self._styles
+        with self._init_lock:
+            if self._styles is None:
+                self._styles = StyleRegistry.discover(self.settings.resolved_styles_dir)
+            return self._styles
 
     @property
     def catalog(self) -> ModelCatalog:
-        if self._catalog is None:
-            self._catalog = ModelCatalog(self.settings)
-        return self._catalog
+        with self._init_lock:
+            if self._catalog is None:
+                self._catalog = ModelCatalog(self.settings)
+            return self._catalog
 
     @property
     def engine(self) -> Any:
-        if self._engine is None:
-            from brushwork.engine.engine import Engine
+        catalog = self.catalog
+        with self._init_lock:
+            if self._engine is None:
+                from brushwork.engine.engine import Engine
 
-            self._engine = Engine(self.settings, self.catalog)
-        return self._engine
+                self._engine = Engine(self.settings, catalog)
+            return self._engine
 
     def plan(self, prompt: str | GenerationRequest, **fields: Any) -> Plan:
         """Resolve a prompt (+ style, type, overrides) into a fully specified Plan."""

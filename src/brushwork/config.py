@@ -7,11 +7,12 @@ Nothing here is read at import time; `Settings.load()` does the reading.
 from __future__ import annotations
 
 import os
+import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,7 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-Family = Literal["sd15", "sdxl"]
+from brushwork.errors import InvalidRequest
+from brushwork.models.offline_configs import Family
 
 _config_file: ContextVar[Path | None] = ContextVar("brushwork_config_file", default=None)
 
@@ -108,14 +110,22 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
-        """Read env + TOML (`config_file` or the default location) + overrides."""
-        if config_file is not None and not Path(config_file).is_file():
-            from brushwork.errors import InvalidRequest
+        """Read env + TOML (`config_file` or the default location) + overrides.
 
+        A bad value anywhere (env, TOML, overrides) is an `InvalidRequest`
+        naming the setting, never a traceback.
+        """
+        if config_file is not None and not Path(config_file).is_file():
             raise InvalidRequest("config", f"config file {str(config_file)!r} does not exist")
         token = _config_file.set(Path(config_file) if config_file else None)
         try:
             return cls(**overrides)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            raise InvalidRequest(f"setting {where}", f"{err['msg'].lower()} (from BRUSHWORK_* or the config file)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidRequest("config", f"{_config_file.get() or default_config_file()}: invalid TOML: {exc}") from None
         finally:
             _config_file.reset(token)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -98,12 +98,14 @@ class Plan(BaseModel):
     negative_prompt: str
     sampler: str = Field(description="A1111 sampler name without schedule, e.g. 'DPM++ 2M'")
     schedule: str = Field(description="A1111 'Schedule type': Automatic, Karras, ...")
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    clip_skip: int = 1
-    seeds: tuple[int, ...] = Field(description="one seed per image; image i uses seeds[i]")
+    width: int = Field(ge=8, multiple_of=8)
+    height: int = Field(ge=8, multiple_of=8)
+    steps: int = Field(ge=1)
+    cfg: float = Field(ge=0)
+    clip_skip: int = Field(default=1, ge=1, le=12)
+    seeds: tuple[Annotated[int, Field(ge=0, le=SEED_MAX)], ...] = Field(
+        min_length=1, description="one seed per image; image i uses seeds[i]"
+    )
     loras: tuple[AdapterRef, ...] = ()
     vae: AdapterRef | None = None
     warnings: tuple[str, ...] = Field(default=(), description="what resolution had to change or drop")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from brushwork.config import Family, Limits
 from brushwork.errors import InvalidRequest, NotFound
 from brushwork.models.catalog import CatalogEntry, ModelCatalog
-from brushwork.models.hashing import short_hash
+from brushwork.models.hashing import lora_short_hash, short_hash
 from brushwork.plan import SEED_MAX, AdapterRef, GenerationRequest, ModelRef, Plan
-from brushwork.runtime.samplers import get_sampler
+from brushwork.runtime.samplers import from_plan, get_sampler
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
 
@@ -80,6 +80,19 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
         get_sampler(request.sampler)
 
 
+def validate_plan(plan: Plan, limits: Limits) -> None:
+    """Re-check a Plan against this deployment's limits: Plans also arrive from PNGs and other processes."""
+    _check_size("width", plan.width, limits)
+    _check_size("height", plan.height, limits)
+    _check_range("steps", plan.steps, 1, limits.max_steps)
+    _check_range("cfg", plan.cfg, 0, CFG_MAX)
+    _check_range("batch_size", plan.batch_size, 1, limits.max_batch)
+    for field, text in (("prompt", plan.prompt), ("negative_prompt", plan.negative_prompt)):
+        if len(text) > limits.max_prompt_chars:
+            raise InvalidRequest(field, f"is longer than {limits.max_prompt_chars} characters")
+    from_plan(plan.sampler, plan.schedule)
+
+
 def seeds_for(seed: int | None, batch_size: int) -> tuple[int, ...]:
     """Image i gets seed+i (wrapping at 2^32); no seed means a random one, reported in the Plan."""
     base = secrets.randbelow(SEED_MAX + 1) if seed is None else seed
@@ -95,10 +108,10 @@ class Resolver:
         self.limits = limits
 
     def model_ref(self, entry: CatalogEntry) -> tuple[ModelRef, Family]:
-        from brushwork.models.loading import detect_family
+        from brushwork.models.loading import family_of
 
         path = self.catalog.locate(entry)
-        family = entry.family or detect_family(path)
+        family = family_of(path, entry.family)
         sha = self.catalog.sha256(path)
         return ModelRef(name=entry.name, family=family, sha256=sha, short_hash=short_hash(sha),
                         demo=entry.demo), family
@@ -116,14 +129,17 @@ class Resolver:
             )
             return (), None
         loras = []
-        for lora in recipe.loras:
+        unique = {lora.name: lora for lora in recipe.loras}  # a name twice: the later weight wins
+        for lora in unique.values():
             path = self.catalog.adapter("lora", lora.name)
             if path is None:
                 warnings.append(f"LoRA {lora.name!r} is not installed (put {lora.name}.safetensors "
                                 f"in {self.catalog.models_dir / 'loras'}); generating without it")
                 continue
             sha = self.catalog.sha256(path)
-            loras.append(AdapterRef(name=lora.name, sha256=sha, short_hash=short_hash(sha), weight=lora.weight))
+            short = lora_short_hash(self.catalog.hashes.file_sha256(path, addnet=True)) \
+                if path.suffix.lower() == ".safetensors" else short_hash(sha)
+            loras.append(AdapterRef(name=lora.name, sha256=sha, short_hash=short, weight=lora.weight))
         vae = None
         if recipe.vae:
             path = self.catalog.adapter("vae", recipe.vae)

@@ -154,3 +154,24 @@ def test_config_option_reads_a_settings_file(cli, tmp_path: Path):
     assert result.exit_code == 2 and "between 64 and 256" in result.output
     missing = cli("--config", str(tmp_path / "nope.toml"), "styles")
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_tampered_plan_in_a_png_is_bad_input(cli, tmp_path: Path):
+    from PIL.PngImagePlugin import PngInfo
+
+    made = cli("generate", "a cat", "--model", "tiny-sd15", "--seed", "1", "--steps", "1", "--size", "64x64",
+               "-o", str(tmp_path))
+    path = _png(made.output)
+    chunks = read_text_chunks(path)
+    info = PngInfo()
+    info.add_itxt("brushwork-plan", chunks["brushwork-plan"].replace('"width":64', '"width":500'))
+    Image.open(path).save(tmp_path / "tampered.png", pnginfo=info)
+    result = cli("replay", str(tmp_path / "tampered.png"))
+    assert result.exit_code == 2 and "width" in result.output and "multiple of 8" in result.output
+
+
+def test_unwritable_output_folder_fails_before_generating(cli, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = cli("generate", "a cat", "--model", "tiny-sd15", "--steps", "1", "-o", str(blocker / "sub"))
+    assert result.exit_code == 2 and "output: cannot create folder" in " ".join(result.output.split())

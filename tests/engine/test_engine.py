@@ -257,3 +257,54 @@ def test_style_vae_is_swapped_in_for_the_run_and_put_back(settings):
     assert np.abs(px(base) - px(swapped)).mean() > 1
     assert np.array_equal(px(api.generate("a lamp", seed=2, **fast)), px(base))  # own VAE back
     assert api.engine.cache.stats.loads == 1
+
+
+@pytest.mark.parametrize("sampler", ["Heun", "DPM++ SDE Karras", "Euler a"])
+def test_progress_counts_solver_steps_not_model_calls(shared_api, sampler):
+    events = []
+    shared_api.generate("a cat", model="tiny-sd15", seed=1, sampler=sampler, on_progress=events.append, **FAST)
+    assert [e.step for e in events] == [1, 2, 3, 4]  # second-order samplers call the UNet 2N-1 times
+
+
+def test_a_token_cancelled_before_the_run_does_no_step(shared_api):
+    token, events = CancelToken(), []
+    token.cancel()
+    with pytest.raises(Cancelled, match="0 of 4"):
+        shared_api.generate("a cat", model="tiny-sd15", seed=1, on_progress=events.append, cancel=token, **FAST)
+    assert events == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"width": 4096}, "width"), ({"steps": 151}, "steps"), ({"cfg": 31.0}, "cfg"),
+     ({"seeds": tuple(range(17))}, "batch_size"), ({"sampler": "Euler b"}, "sampler")],
+)
+def test_engine_rechecks_plans_against_limits(shared_api, change, field):
+    from brushwork.errors import InvalidRequest
+
+    plan = shared_api.plan("a cat", model="tiny-sd15", seed=1, **FAST).model_copy(update=change)
+    with pytest.raises(InvalidRequest) as info:
+        shared_api.run(plan)
+    assert info.value.field == field
+
+
+def test_one_instance_shared_by_threads_builds_one_engine(make_settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = Brushwork(make_settings())
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda seed: api.generate("a cat", model="tiny-sd15", seed=seed, **FAST), [1, 2, 1]))
+    assert api.engine.cache.stats.loads == 1
+    assert np.array_equal(px(results[0]), px(results[2]))
+
+
+def test_a_lora_named_twice_is_applied_once_with_the_later_weight(settings):
+    def build(prompt: str, **_: object) -> Recipe:
+        return Recipe(model="tiny-sd15", prompt=prompt,
+                      loras=(LoraRef(name="tinylora", weight=1.0), LoraRef(name="tinylora", weight=0.5)))
+
+    api = Brushwork(settings, styles=StyleRegistry([StyleSpec(name="general", build=build)]))
+    plan = api.plan("a lamp", seed=2, steps=2, width=64, height=64)
+    assert [(r.name, r.weight) for r in plan.loras] == [("tinylora", 0.5)]
+    assert len(plan.loras[0].short_hash) == 12  # A1111's LoRA hash length
+    assert api.run(plan).images

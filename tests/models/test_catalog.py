@@ -31,6 +31,28 @@ def test_models_folder_is_scanned_by_stem(tmp_path: Path):
     assert catalog.adapter("lora", "f1") is None
 
 
+def test_a_file_in_the_models_folder_beats_a_builtin_alias(tmp_path: Path):
+    path = tmp_path / "models" / "checkpoints" / "sdxl.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert _catalog(tmp_path).get("sdxl").path == path
+
+
+def test_settings_errors_name_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("BRUSHWORK_LIMITS__MAX_SIZE", "huge")
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load()
+    assert info.value.field == "setting limits.max_size"
+    monkeypatch.delenv("BRUSHWORK_LIMITS__MAX_SIZE")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("models_dir = [\n")
+    with pytest.raises(InvalidRequest, match="invalid TOML"):
+        Settings.load(bad)
+    bad.write_text('colour = "red"\n')
+    with pytest.raises(InvalidRequest, match="setting colour: extra inputs"):
+        Settings.load(bad)
+
+
 def test_builtin_aliases_and_demo_are_listed(tmp_path: Path):
     entries = _catalog(tmp_path).checkpoints()
     assert {"demo", "sd15", "sdxl", "dreamshaper", "meinamix", "realistic-vision", "juggernaut-xl"} <= set(entries)
@@ -100,14 +122,20 @@ def test_settings_toml_defines_aliases(tmp_path: Path):
     assert (entry.path, entry.family, entry.description) == (weights, "sdxl", "my own")
 
 
-def test_pickle_checkpoints_are_refused_unless_allowed(tmp_path: Path):
-    ckpt = tmp_path / "models" / "checkpoints" / "old.ckpt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"pickle")
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".bin"])
+def test_pickle_checkpoints_and_loras_are_refused_unless_allowed(tmp_path: Path, suffix: str):
+    ckpt = tmp_path / "models" / "checkpoints" / f"old{suffix}"
+    lora = tmp_path / "models" / "loras" / f"style{suffix}"
+    for path in (ckpt, lora):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"pickle")
     with pytest.raises(InvalidRequest, match="BRUSHWORK_ALLOW_PICKLE"):
         _catalog(tmp_path).locate(_catalog(tmp_path).get("old"))
+    with pytest.raises(InvalidRequest, match="BRUSHWORK_ALLOW_PICKLE"):
+        _catalog(tmp_path).adapter("lora", "style")
     allowed = _catalog(tmp_path, allow_pickle=True)
     assert allowed.locate(allowed.get("old")) == ckpt
+    assert allowed.adapter("lora", "style") == lora
 
 
 def test_hashes_are_computed_once_and_redone_when_the_file_changes(tmp_path: Path):
@@ -125,12 +153,37 @@ def test_hashes_are_computed_once_and_redone_when_the_file_changes(tmp_path: Pat
     assert again.file_sha256(path) != first and again.computed == 1
 
 
-def test_folder_hash_covers_weights_and_configs(tmp_path: Path):
+def test_folder_hash_covers_what_loads_and_ignores_variants(tmp_path: Path):
     folder = tmp_path / "m"
     (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "X", "unet": ["diffusers", "U"], "safety_checker": [null, null]}')
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"1")
     (folder / "unet" / "config.json").write_text("{}")
     cache = HashCache(tmp_path / "h.json")
     before = cache.sha256(folder)
+    (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"variant")
+    (folder / "v1-5-pruned.safetensors").write_bytes(b"a big all-in-one file at the root")
+    assert cache.sha256(folder) == before  # files that are not loaded are not hashed
+    assert cache.computed == 1
     (folder / "unet" / "config.json").write_text('{"a": 1}')
     assert cache.sha256(folder) != before
+    (folder / "unet" / "config.json").write_text("{}")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"2")
+    assert cache.sha256(folder) != before
+
+
+def test_lora_short_hash_is_a1111s_addnet_hash(tmp_path: Path):
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from brushwork.models.hashing import lora_short_hash
+
+    path = tmp_path / "l.safetensors"
+    save_file({"w": torch.ones(3)}, str(path), metadata={"ss_note": "header metadata does not count"})
+    data = path.read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    expected = hashlib.sha256(data[8 + header:]).hexdigest()
+    assert HashCache(tmp_path / "h.json").file_sha256(path, addnet=True) == expected
+    assert lora_short_hash(expected) == expected[:12]

@@ -81,3 +81,22 @@ def test_reading_bad_files_is_a_clear_error(tmp_path: Path):
         read_plan(tmp_path / "text.png")
     with pytest.raises(InvalidRequest, match="does not exist"):
         read_plan(tmp_path / "missing.png")
+
+
+def test_concurrent_writers_never_overwrite(shared_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from brushwork.storage import local
+
+    result = shared_api.generate("a cat", model="tiny-sd15", seed=3, **FAST)
+    (tmp_path / "00000-3-general.png").write_bytes(b"written by another process a moment ago")
+    monkeypatch.setattr(local, "_next_number", lambda folder: 0)  # both writers saw an empty folder
+    paths = shared_api.save(result, tmp_path)
+    assert paths[0].name == "00001-3-general.png"
+    assert (tmp_path / "00000-3-general.png").read_bytes().startswith(b"written by another")
+
+
+def test_a1111_quoting_of_values_with_separators(shared_api):
+    plan = shared_api.plan("a cat", model="tiny-sd15", seed=1, **FAST)
+    plan = plan.model_copy(update={"style": "my, style: v2"})
+    text = a1111_parameters(plan)
+    assert 'Style: "my, style: v2"' in text
+    assert parse_a1111_parameters(text)["Style"] == "my, style: v2"

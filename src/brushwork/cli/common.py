@@ -24,20 +24,24 @@ err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class CliState:
-    """Options given before the command name (`brushwork --config X generate ...`)."""
-
-    config: Path | None = None
-
-
-state = CliState()
-
-
-def load_api() -> Any:
+def load_api(ctx: typer.Context) -> Any:
+    """A Brushwork built from settings; `ctx.obj` holds `--config` given before the command."""
     from brushwork.api import Brushwork
     from brushwork.config import Settings
 
-    return Brushwork(Settings.load(state.config))
+    config = ctx.obj if isinstance(ctx.obj, Path) else None
+    return Brushwork(Settings.load(config))
+
+
+def ensure_output_dir(folder: Path) -> Path:
+    """Create the output folder up front, so a bad `-o` fails before minutes of work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequest("output", f"cannot create folder {str(folder)!r}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise InvalidRequest("output", f"folder {str(folder)!r} is not writable")
+    return folder
 
 
 def quiet_libraries() -> None:

@@ -7,7 +7,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from brushwork.cli.common import console, err_console, handle_errors, load_api, quiet_libraries, step_progress
+from brushwork.cli.common import (
+    console,
+    ensure_output_dir,
+    err_console,
+    handle_errors,
+    load_api,
+    quiet_libraries,
+    step_progress,
+)
 from brushwork.errors import InvalidRequest
 
 
@@ -20,6 +28,7 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def _run_and_save(api: Any, plan: Any, output: Path | None) -> None:
+    output = ensure_output_dir(output or api.settings.output_dir)
     for warning in plan.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if plan.model.demo:
@@ -37,6 +46,7 @@ def _run_and_save(api: Any, plan: Any, output: Path | None) -> None:
 
 @handle_errors
 def generate(
+    ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     style: Annotated[str, typer.Option("--style", "-s", help="Style name, or 'auto' to route by keywords.")] = "auto",
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Style variant (see `brushwork styles`).")] = None,
@@ -61,12 +71,13 @@ def generate(
         "seed": seed, "batch_size": batch, "clip_skip": clip_skip,
     })
     quiet_libraries()
-    api = load_api()
+    api = load_api(ctx)
     _run_and_save(api, api.plan(request), output)
 
 
 @handle_errors
 def replay(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="A PNG made by brushwork.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNG.")] = None,
 ) -> None:
@@ -75,4 +86,4 @@ def replay(
 
     plan = read_plan(image)
     quiet_libraries()
-    _run_and_save(load_api(), plan, output)
+    _run_and_save(load_api(ctx), plan, output)

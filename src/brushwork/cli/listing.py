@@ -17,10 +17,11 @@ def _yes_no(value: bool) -> str:
 
 @handle_errors
 def styles(
+    ctx: typer.Context,
     long: Annotated[bool, typer.Option("--long", "-l", help="Also show each style's description.")] = False,
 ) -> None:
     """List styles: keywords that route to them, their types, model and whether it is installed."""
-    api = load_api()
+    api = load_api(ctx)
     registry, catalog = api.styles, api.catalog
     checkpoints = catalog.checkpoints()
     table = Table(title="styles (use --style NAME, or let keywords pick with --style auto)")
@@ -51,9 +52,9 @@ def styles(
 
 
 @handle_errors
-def models() -> None:
+def models(ctx: typer.Context) -> None:
     """List checkpoints by catalog name, where they load from, and whether they are installed."""
-    api = load_api()
+    api = load_api(ctx)
     catalog = api.catalog
     table = Table(title=f"models (folder: {catalog.models_dir})")
     for column in ("name", "family", "installed", "source", "description"):

@@ -9,7 +9,6 @@ import typer
 
 from brushwork import __version__
 from brushwork.cli import generate, listing
-from brushwork.cli.common import state
 
 app = typer.Typer(
     name="brushwork",
@@ -28,10 +27,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", help="Settings TOML (default: $BRUSHWORK_CONFIG or ~/.config/brushwork/config.toml).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    state.config = config
+    ctx.obj = config
 
 
 app.command()(generate.generate)

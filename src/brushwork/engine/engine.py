@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from brushwork.config import Settings
@@ -16,12 +17,21 @@ from brushwork.engine.adapters import applied_adapters
 from brushwork.engine.progress import CancelToken, ProgressCallback, StepTracker
 from brushwork.engine.prompts import prompt_kwargs
 from brushwork.engine.runners.base import RunContext, runner_for
-from brushwork.errors import Cancelled, ModelUnavailable
+from brushwork.errors import ModelUnavailable
 from brushwork.models.cache import PipelineCache, PipelineKey
 from brushwork.models.catalog import ModelCatalog
 from brushwork.plan import Plan, Result
+from brushwork.resolve import validate_plan
 from brushwork.runtime.device import DevicePolicy, choose, torch_dtype
 from brushwork.runtime.samplers import from_plan
+
+
+@dataclass
+class LoadedPipeline:
+    """A cached pipeline plus the model's own scheduler config, which each run's sampler is built from."""
+
+    pipe: Any
+    scheduler_config: Any
 
 
 class Engine:
@@ -35,7 +45,6 @@ class Engine:
         self.catalog = catalog or ModelCatalog(settings)
         self.policy = policy or choose(settings.device, settings.dtype)
         self.cache = PipelineCache(capacity=settings.pipeline_cache_size)
-        self._scheduler_configs: dict[PipelineKey, Any] = {}
         self._lock = threading.Lock()
 
     # -- pipelines -------------------------------------------------------------
@@ -43,7 +52,7 @@ class Engine:
     def _key(self, plan: Plan) -> PipelineKey:
         return PipelineKey(plan.model.sha256, plan.model.family, self.policy.device, self.policy.dtype)
 
-    def _load(self, key: PipelineKey, plan: Plan) -> Any:
+    def _load(self, plan: Plan) -> LoadedPipeline:
         from brushwork.models.loading import load_pipeline
 
         entry = self.catalog.get(plan.model.name)
@@ -57,13 +66,14 @@ class Engine:
         pipe = load_pipeline(path, plan.model.family, home=self.settings.home,
                              torch_dtype=torch_dtype(self.policy.dtype), config=entry.config)
         pipe.set_progress_bar_config(disable=True)
-        # Samplers are rebuilt per run from the model's own scheduler config, never from the last run's.
-        self._scheduler_configs[key] = pipe.scheduler.config
-        return pipe.to(self.policy.device)
+        return LoadedPipeline(pipe.to(self.policy.device), pipe.scheduler.config)
+
+    def loaded(self, plan: Plan) -> LoadedPipeline:
+        return self.cache.get(self._key(plan), lambda: self._load(plan))
 
     def pipeline(self, plan: Plan) -> Any:
-        key = self._key(plan)
-        return self.cache.get(key, lambda: self._load(key, plan))
+        """The warm diffusers pipeline for the Plan's model (loaded on first use)."""
+        return self.loaded(plan).pipe
 
     # -- running -----------------------------------------------------------------
 
@@ -76,13 +86,16 @@ class Engine:
         """Execute `plan`; image i is made from seed `plan.seeds[i]` alone."""
         import torch
 
+        validate_plan(plan, self.settings.limits)
+        tracker = StepTracker(plan.steps, on_progress, cancel)
         with self._lock:
+            tracker.check_cancelled()
             started = time.perf_counter()
-            pipe = self.pipeline(plan)
+            loaded_pipeline = self.loaded(plan)
+            pipe = loaded_pipeline.pipe
             loaded = time.perf_counter()
-            base_config = self._scheduler_configs[self._key(plan)]
-            pipe.scheduler = from_plan(plan.sampler, plan.schedule).build(base_config, plan.seeds)
-            tracker = StepTracker(plan.steps, on_progress, cancel)
+            # A fresh sampler per run, from the model's own config: nothing leaks from the last run.
+            pipe.scheduler = from_plan(plan.sampler, plan.schedule).build(loaded_pipeline.scheduler_config, plan.seeds)
             with applied_adapters(pipe, plan, self.catalog, torch_dtype(self.policy.dtype)), torch.inference_mode():
                 ctx = RunContext(
                     # CPU generators: the same seed gives the same noise on every device.
@@ -90,9 +103,8 @@ class Engine:
                     tracker=tracker,
                     prompt_kwargs=prompt_kwargs(pipe, plan),
                 )
+                tracker.begin()
                 images = runner_for(plan.mode)(pipe, plan, ctx)
-            if cancel is not None and cancel.cancelled:
-                raise Cancelled(f"cancelled after {tracker.completed} of {plan.steps} steps")
             done = time.perf_counter()
         return Result(
             images=images,

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from brushwork.errors import Cancelled
+
 
 @dataclass(frozen=True)
 class StepEvent:
@@ -39,7 +41,12 @@ class CancelToken:
 
 
 class StepTracker:
-    """Turns diffusers' per-step callback into StepEvents and cancellation checks."""
+    """Turns diffusers' per-timestep callback into StepEvents and cancellation.
+
+    Second-order samplers (Heun, DPM++ SDE) evaluate the model 2N-1 times for N
+    steps; like diffusers' own progress bar, a step counts when a whole solver
+    step is done, so progress never passes N.
+    """
 
     def __init__(self, total: int, on_step: ProgressCallback | None, cancel: CancelToken | None) -> None:
         self.total = total
@@ -48,9 +55,18 @@ class StepTracker:
         self.started = time.perf_counter()
         self.completed = 0
 
-    def step_done(self) -> bool:
-        """Record a finished step; returns True when the caller asked to stop."""
-        self.completed += 1
-        if self.on_step is not None:
-            self.on_step(StepEvent(self.completed, self.total, time.perf_counter() - self.started))
-        return self.cancel is not None and self.cancel.cancelled
+    def begin(self) -> None:
+        """Start the clock at the first step, so it/s excludes model loading."""
+        self.started = time.perf_counter()
+
+    def check_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.cancelled:
+            raise Cancelled(f"cancelled after {self.completed} of {self.total} steps")
+
+    def timestep_done(self, index: int, timesteps: int, order: int) -> None:
+        """Call after timestep `index` of `timesteps`; raises `Cancelled` when asked to stop."""
+        if index == timesteps - 1 or (index + 1) % order == 0:
+            self.completed = min(self.completed + 1, self.total)
+            if self.on_step is not None:
+                self.on_step(StepEvent(self.completed, self.total, time.perf_counter() - self.started))
+        self.check_cancelled()

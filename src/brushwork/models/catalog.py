@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from brushwork.config import Family, ModelSource, Settings
+from brushwork.config import ModelSource, Settings
 from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
-from brushwork.models.hashing import HashCache
+from brushwork.models.hashing import WEIGHT_SUFFIXES, HashCache
+from brushwork.models.offline_configs import Family
 
 Kind = Literal["checkpoint", "lora", "vae", "controlnet", "upscaler", "embedding"]
 KIND_DIRS: dict[Kind, str] = {
@@ -28,7 +29,6 @@ KIND_DIRS: dict[Kind, str] = {
     "upscaler": "upscalers",
     "embedding": "embeddings",
 }
-FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 DEMO = "demo"
 
 # Well-known checkpoints. `source` is a file name under checkpoints/ or an HF repo id.
@@ -50,6 +50,9 @@ BUILTIN_ALIASES: dict[str, ModelSource] = {
     "juggernaut-xl": ModelSource(source="juggernautXL.safetensors", family="sdxl",
                                  description="Juggernaut XL, photoreal SDXL (CivitAI)"),
 }
+# What a diffusers pipeline loads from an HF repo (skips fp16 variants and all-in-one files).
+HF_INCLUDE = ("model_index.json '*/*.json' '*/*.txt' '*/diffusion_pytorch_model.safetensors' "
+              "'*/model.safetensors'")
 # Files an HF-repo alias also accepts when dropped into checkpoints/.
 ALIAS_FILE_FALLBACKS: dict[str, str] = {
     "sd15": "v1-5-pruned-emaonly.safetensors",
@@ -84,7 +87,7 @@ def _looks_like_repo_id(source: str) -> bool:
     return (
         source.count("/") == 1
         and not source.startswith((".", "/", "~"))
-        and Path(source).suffix.lower() not in FILE_SUFFIXES
+        and Path(source).suffix.lower() not in WEIGHT_SUFFIXES
         and not Path(source).expanduser().exists()
     )
 
@@ -106,7 +109,7 @@ class ModelCatalog:
         if not folder.is_dir():
             return found
         for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in FILE_SUFFIXES:
+            if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES:
                 found.setdefault(path.stem, path)
             elif path.is_dir() and ((path / "model_index.json").is_file() or (path / "config.json").is_file()):
                 found.setdefault(path.name, path)
@@ -148,7 +151,7 @@ class ModelCatalog:
                             description=source.description, expected_location=str(path))
 
     def checkpoints(self) -> dict[str, CatalogEntry]:
-        """Every nameable checkpoint: built-in aliases < scanned files < settings."""
+        """Every nameable checkpoint; later sources win: demo < built-in aliases < models folder < settings."""
         entries: dict[str, CatalogEntry] = {
             DEMO: CatalogEntry(DEMO, "checkpoint", "sd15", description=(
                 "built-in tiny model with RANDOM weights: images are noise; for trying commands"),
@@ -157,8 +160,7 @@ class ModelCatalog:
         for name, source in BUILTIN_ALIASES.items():
             entries[name] = self._from_source(name, source)
         for name, path in self.scan("checkpoint").items():
-            entries.setdefault(name, CatalogEntry(name, "checkpoint", None, path=path,
-                                                  description="found in models folder"))
+            entries[name] = CatalogEntry(name, "checkpoint", None, path=path, description="found in models folder")
         for name, source in self.settings.models.items():
             entries[name] = self._from_source(name, source)
         return entries
@@ -186,14 +188,7 @@ class ModelCatalog:
             return ensure_demo_model(self.settings.home)
         if entry.path is not None:
             if entry.path.exists():
-                if entry.path.suffix.lower() == ".ckpt" and not self.settings.allow_pickle:
-                    raise InvalidRequest(
-                        "model",
-                        f"{entry.path.name} is a pickle checkpoint, which can run code when loaded; "
-                        "convert it to .safetensors, or set BRUSHWORK_ALLOW_PICKLE=1 to load it "
-                        "with torch.load(weights_only=True)",
-                    )
-                return entry.path
+                return self._refuse_pickle("model", entry.path)
             raise ModelUnavailable(
                 f"model {entry.name!r} is not installed: put its file at {entry.expected_location} "
                 f"(or try the built-in demo model: --model demo)"
@@ -203,8 +198,8 @@ class ModelCatalog:
         if snapshot is None:
             raise ModelUnavailable(
                 f"model {entry.name!r} is not installed: expected Hugging Face repo {entry.repo_id!r} "
-                f"in the {entry.expected_location}. brushwork never downloads at run time; fetch it "
-                f"with `hf download {entry.repo_id}` on a machine with internet access "
+                f"in the {entry.expected_location}. brushwork never downloads at run time; on a machine "
+                f"with internet access run `hf download {entry.repo_id} --include {HF_INCLUDE}` "
                 f"(or try the built-in demo model: --model demo)."
             )
         return snapshot
@@ -216,4 +211,15 @@ class ModelCatalog:
 
     def adapter(self, kind: Kind, name: str) -> Path | None:
         """The file for a LoRA/VAE/... name, or None when it is not installed."""
-        return self.scan(kind).get(name)
+        path = self.scan(kind).get(name)
+        return None if path is None else self._refuse_pickle(kind, path)
+
+    def _refuse_pickle(self, field: str, path: Path) -> Path:
+        """Any weight file that is not safetensors is a pickle: refused unless allowed."""
+        if path.is_file() and path.suffix.lower() != ".safetensors" and not self.settings.allow_pickle:
+            raise InvalidRequest(
+                field,
+                f"{path.name} is a pickle file, which can run code when loaded; convert it to "
+                ".safetensors, or set BRUSHWORK_ALLOW_PICKLE=1 to load it with torch.load(weights_only=True)",
+            )
+        return path

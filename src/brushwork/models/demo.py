@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 DEMO_VERSION = "v1"
 DEMO_NOTE = "demo model with random weights: images are noise"
+_build_lock = threading.Lock()  # threads of one process build it once; processes race safely via rename
 
 
 def demo_model_dir(home: Path) -> Path:
@@ -26,6 +28,13 @@ def ensure_demo_model(home: Path) -> Path:
     target = demo_model_dir(home)
     if (target / "model_index.json").is_file():
         return target
+    with _build_lock:
+        if not (target / "model_index.json").is_file():
+            _build(target)
+    return target
+
+
+def _build(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
@@ -41,4 +50,3 @@ def ensure_demo_model(home: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target

@@ -12,35 +12,49 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from brushwork.config import Family
 from brushwork.errors import ModelUnavailable
+from brushwork.models.offline_configs import (
+    PIPELINE_CLASS_BY_FAMILY,
+    Family,
+    detect_family,
+    family_of_pipeline_config,
+    missing_components,
+    read_checkpoint_shapes,
+)
 
-PIPELINE_CLASSES: dict[Family, str] = {
-    "sd15": "StableDiffusionPipeline",
-    "sdxl": "StableDiffusionXLPipeline",
-}
+
+def _pickle_shapes(path: Path) -> dict[str, Any]:
+    import torch
+
+    state = torch.load(path, map_location="meta", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    return {key: tuple(value.shape) for key, value in state.items() if hasattr(value, "shape")}
 
 
-def detect_family(path: Path) -> Family:
-    """Which architecture a folder or single file holds (reads only headers/configs)."""
-    from brushwork.models.offline_configs import (
-        detect_family as detect_from_keys,
-        family_of_pipeline_config,
-        read_checkpoint_keys,
-    )
+def family_of(path: Path, declared: Family | None = None) -> Family:
+    """Which architecture a folder or single file holds, checked before any weights load.
 
+    Single files are recognised from their key names and shapes, so inpainting,
+    SD 2.x or a file missing its VAE is a clear error naming the problem, not
+    a size mismatch deep inside diffusers. A declared family must agree.
+    """
     try:
         if path.is_dir():
-            return family_of_pipeline_config(path)
-        if path.suffix.lower() == ".safetensors":
-            return detect_from_keys(read_checkpoint_keys(path))
-        import torch
-
-        state = torch.load(path, map_location="meta", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        return detect_from_keys(state.keys())
+            family = family_of_pipeline_config(path)
+        else:
+            shapes = read_checkpoint_shapes(path) if path.suffix.lower() == ".safetensors" else _pickle_shapes(path)
+            family = detect_family(shapes)
+            missing = missing_components(shapes, family)
+            if missing:
+                raise ValueError(
+                    f"the file has no weights for {', '.join(missing)} (some uploads ship without a VAE "
+                    "or text encoder); use a complete checkpoint"
+                )
     except ValueError as exc:
         raise ModelUnavailable(f"{path.name}: {exc}") from None
+    if declared is not None and declared != family:
+        raise ModelUnavailable(f"{path.name} holds an {family} model, but its catalog entry says {declared}")
+    return family
 
 
 def load_pipeline(
@@ -56,7 +70,7 @@ def load_pipeline(
 
     from brushwork.models.offline_configs import materialize_config_dir
 
-    cls = getattr(diffusers, PIPELINE_CLASSES[family])
+    cls = getattr(diffusers, PIPELINE_CLASS_BY_FAMILY[family])
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
     if family == "sd15":
         kwargs.update(safety_checker=None, requires_safety_checker=False)

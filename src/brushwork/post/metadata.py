@@ -25,8 +25,8 @@ PLAN_KEY = "brushwork-plan"
 
 
 def _quote(value: str) -> str:
-    """A1111 quotes values that contain separators."""
-    return json.dumps(value) if any(c in value for c in ",:\n\"") else value
+    """A1111's `quote`: values with separators become JSON strings."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
 
 
 def a1111_parameters(plan: Plan, index: int = 0) -> str:
@@ -73,12 +73,6 @@ def png_info(plan: Plan, index: int = 0) -> PngInfo:
     return info
 
 
-def save_png(image: Image, path: Path, plan: Plan, index: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", pnginfo=png_info(plan, index))
-    return path
-
-
 def read_text_chunks(path: Path) -> dict[str, str]:
     from PIL import Image, UnidentifiedImageError
 
@@ -99,6 +93,7 @@ def read_plan(path: Path) -> Plan:
     return Plan.from_json(chunks[PLAN_KEY])
 
 
+# The pattern and rules of AUTOMATIC1111's `parse_generation_parameters` (infotext_utils.py).
 _FIELD = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
@@ -106,7 +101,7 @@ def parse_a1111_parameters(text: str) -> dict[str, str]:
     """Parse A1111 `parameters` text into prompt, negative prompt and the key/value fields."""
     lines = text.strip().split("\n")
     result: dict[str, str] = {}
-    tail = lines.pop() if lines and _FIELD.match(lines[-1]) and "Steps:" in lines[-1] else ""
+    tail = lines.pop() if lines and len(_FIELD.findall(lines[-1])) >= 3 else ""
     prompt_lines, negative_lines, target = [], [], None
     for line in lines:
         if line.startswith("Negative prompt:"):

@@ -2,8 +2,8 @@
 
 * CPU → float32 (half precision on CPU is slow or unsupported).
 * CUDA → float16, except GTX 16xx cards (Turing TU116/TU117), whose fp16
-  UNet/VAE produce NaN (black) images: those get float32. bfloat16 when
-  asked for and supported.
+  UNet/VAE produce NaN (black) images: those get float32. bfloat16 only
+  when asked for.
 * MPS → float16.
 An explicit `dtype` setting always wins over "auto".
 """
@@ -19,7 +19,6 @@ class CudaInfo(Protocol):
 
     def is_available(self) -> bool: ...
     def get_device_name(self, device: int = 0) -> str: ...
-    def is_bf16_supported(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,8 @@ def choose(device: str = "auto", dtype: str = "auto", *, torch_module: Any = Non
     if dtype != "auto":
         return DevicePolicy(device, dtype, "set explicitly")
     if device.startswith("cuda"):
-        name = cuda.get_device_name(0)
+        index = int(device.partition(":")[2] or 0)
+        name = cuda.get_device_name(index)
         if any(bad in name for bad in FP16_BROKEN_GPUS):
             return DevicePolicy(device, "float32", f"{name}: fp16 gives NaN images on this GPU")
         return DevicePolicy(device, "float16", f"{name}: fp16 halves memory and is fast")

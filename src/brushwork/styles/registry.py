@@ -126,7 +126,9 @@ class StyleRegistry:
             source = f"entry point {ep.name} ({ep.value})"
             try:
                 target: Any = ep.load()
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit from a plugin must not end discovery
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 errors.append(StyleLoadError(source, _describe(exc)))
                 continue
             if isinstance(target, ModuleType):

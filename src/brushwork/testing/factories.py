@@ -64,9 +64,14 @@ def _vae(scaling_factor: float = 0.18215) -> Any:
 
 def tiny_sd15_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
     """A StableDiffusionPipeline with tiny random weights and SD 1.5's layout."""
+    with torch.random.fork_rng(devices=[]):  # fixed weights without resetting the caller's RNG
+        torch.manual_seed(seed)
+        return _tiny_sd15(tokenizer_dir)
+
+
+def _tiny_sd15(tokenizer_dir: Path) -> Any:
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-    torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=64,
         in_channels=4, out_channels=4, cross_attention_dim=32, attention_head_dim=8,
@@ -86,9 +91,14 @@ def tiny_sd15_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
 
 def tiny_sdxl_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
     """A StableDiffusionXLPipeline with tiny random weights and SDXL's layout."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _tiny_sdxl(tokenizer_dir)
+
+
+def _tiny_sdxl(tokenizer_dir: Path) -> Any:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    torch.manual_seed(seed)
     # The two text encoders must differ in width: diffusers' single-file loader routes
     # CLIP-L-shaped weights to whichever encoder has CLIP-L's width.
     text_encoder = _text_encoder(32, projection=False)
@@ -133,10 +143,11 @@ def save_tiny_lora(pipe: Any, path: Path, rank: int = 4, seed: int = 1) -> Path:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
                         target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    pipe.unet.add_adapter(config, adapter_name="export")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pipe.unet.add_adapter(config, adapter_name="export")
     try:
         layers = get_peft_model_state_dict(pipe.unet, adapter_name="export")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +160,8 @@ def save_tiny_lora(pipe: Any, path: Path, rank: int = 4, seed: int = 1) -> Path:
 
 def save_tiny_vae(folder: Path, seed: int = 1) -> Path:
     """A stand-alone tiny VAE (diffusers folder) with other weights than the pipelines' own."""
-    torch.manual_seed(seed)
-    _vae().save_pretrained(folder, safe_serialization=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = _vae()
+    vae.save_pretrained(folder, safe_serialization=True)
     return folder

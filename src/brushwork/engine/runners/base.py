@@ -27,8 +27,8 @@ class RunContext:
     prompt_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def diffusers_callback(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.tracker.step_done():
-            pipe._interrupt = True  # diffusers checks this before the next step
+        """diffusers' `callback_on_step_end`: progress, and `Cancelled` raised between steps."""
+        self.tracker.timestep_done(step, len(pipe.scheduler.timesteps), pipe.scheduler.order)
         return callback_kwargs
 
 
