@@ -1,8 +1,8 @@
 """GenerationRequest + style + catalog → Plan.
 
 This is where every default is decided, once: after it, the Plan says
-everything and the engine makes no choices of its own. Pure Python (no torch),
-so any front door or process can build Plans.
+everything and the engine makes no choices of its own. Pure Python: torch is
+imported only to build the demo model on its first use.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class PipelineCache:
                 self._items.move_to_end(key)
                 self.stats.hits += 1
                 return self._items[key]
+            # Evict before loading: on a small GPU the old weights must be gone before new ones arrive.
             while len(self._items) >= self.capacity:
                 self._evict_oldest()
             pipe = load()
