@@ -10,11 +10,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from brushwork.config import Family, Limits
 from brushwork.errors import InvalidRequest, NotFound
 from brushwork.models.catalog import CatalogEntry, ModelCatalog
 from brushwork.models.hashing import lora_short_hash, short_hash
-from brushwork.plan import SEED_MAX, AdapterRef, GenerationRequest, ModelRef, Plan
+from brushwork.plan import SEED_MAX, AdapterRef, GenerationRequest, ModelRef, Plan, invalid_from_validation
 from brushwork.runtime.samplers import from_plan, get_sampler
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
@@ -165,30 +167,28 @@ class Resolver:
         loras, vae = self._adapters(recipe, model, recipe_family, warnings)
         defaults = FAMILY_DEFAULTS[family]
         sampler = get_sampler(request.sampler or recipe.sampler or defaults.sampler)
-        width = request.width or recipe.width or defaults.width
-        height = request.height or recipe.height or defaults.height
-        _check_size("width", width, self.limits)
-        _check_size("height", height, self.limits)
-        steps = request.steps or recipe.steps or defaults.steps
-        _check_range("steps", steps, 1, self.limits.max_steps)
         cfg = request.cfg if request.cfg is not None else (recipe.cfg if recipe.cfg is not None else defaults.cfg)
-        _check_range("cfg", cfg, 0, CFG_MAX)
-        negative = request.negative_prompt if request.negative_prompt is not None else recipe.negative_prompt
-        return Plan(
-            style=spec.name,
-            style_type=request.type,
-            model=model,
-            prompt=recipe.prompt,
-            negative_prompt=negative,
-            sampler=sampler.sampler,
-            schedule=sampler.schedule,
-            width=width,
-            height=height,
-            steps=steps,
-            cfg=float(cfg),
-            clip_skip=request.clip_skip or recipe.clip_skip,
-            seeds=seeds_for(request.seed, request.batch_size),
-            loras=loras,
-            vae=vae,
-            warnings=tuple(warnings),
-        )
+        try:
+            plan = Plan(
+                style=spec.name,
+                style_type=request.type,
+                model=model,
+                prompt=recipe.prompt,
+                negative_prompt=request.negative_prompt if request.negative_prompt is not None
+                else recipe.negative_prompt,
+                sampler=sampler.sampler,
+                schedule=sampler.schedule,
+                width=request.width or recipe.width or defaults.width,
+                height=request.height or recipe.height or defaults.height,
+                steps=request.steps or recipe.steps or defaults.steps,
+                cfg=float(cfg),
+                clip_skip=request.clip_skip or recipe.clip_skip,
+                seeds=seeds_for(request.seed, request.batch_size),
+                loras=loras,
+                vae=vae,
+                warnings=tuple(warnings),
+            )
+        except ValidationError as exc:  # only a style can get here: requests were checked above
+            raise invalid_from_validation(exc) from None
+        validate_plan(plan, self.limits)  # the style's values obey the same limits as the user's
+        return plan
