@@ -175,3 +175,17 @@ def test_unwritable_output_folder_fails_before_generating(cli, tmp_path: Path):
     blocker.write_text("a file, not a folder")
     result = cli("generate", "a cat", "--model", "tiny-sd15", "--steps", "1", "-o", str(blocker / "sub"))
     assert result.exit_code == 2 and "output: cannot create folder" in " ".join(result.output.split())
+
+
+def test_ctrl_c_is_a_short_message_and_exit_130():
+    import typer
+
+    from brushwork.cli.common import handle_errors
+
+    @handle_errors
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as info:
+        interrupted()
+    assert info.value.exit_code == 130

@@ -72,7 +72,10 @@ def handle_errors(fn: F) -> F:
         except BrushworkError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(EXIT_FAILURE) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            err_console.print("[yellow]cancelled[/yellow]", highlight=False)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
             if os.environ.get("BRUSHWORK_DEBUG"):

@@ -72,7 +72,9 @@ def generate(
     })
     quiet_libraries()
     api = load_api(ctx)
-    _run_and_save(api, api.plan(request), output)
+    with err_console.status("resolving style and model (hashing a new model file takes a moment)…"):
+        plan = api.plan(request)
+    _run_and_save(api, plan, output)
 
 
 @handle_errors
