@@ -189,3 +189,23 @@ def test_ctrl_c_is_a_short_message_and_exit_130():
     with pytest.raises(typer.Exit) as info:
         interrupted()
     assert info.value.exit_code == 130
+
+
+def test_styles_long_shows_descriptions_and_sources(cli, tmp_path: Path):
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    (styles / "mine.toml").write_text('name = "mine"\ndescription = "my own look"\nmodel = "demo"\n'
+                                      'prompt = "{prompt}"\n')
+    result = cli("styles", "--long")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "my own look" in text and "mine.toml" in text  # description and where the style came from
+    assert "rx7 (Mazda RX-7 FD" in text
+
+
+def test_no_arguments_prints_help_once():
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "brushwork"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.count("Usage") == 1

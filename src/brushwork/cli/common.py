@@ -35,12 +35,17 @@ def load_api(ctx: typer.Context) -> Any:
 
 def ensure_output_dir(folder: Path) -> Path:
     """Create the output folder up front, so a bad `-o` fails before minutes of work."""
+    import tempfile
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidRequest("output", f"cannot create folder {str(folder)!r}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise InvalidRequest("output", f"folder {str(folder)!r} is not writable")
+    try:  # really write: permission bits alone don't tell (root, read-only mounts, /sys)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        raise InvalidRequest("output", f"folder {str(folder)!r} is not writable") from None
     return folder
 
 

@@ -34,32 +34,35 @@ def _run_and_save(api: Any, plan: Any, output: Path | None) -> None:
     if plan.model.demo:
         err_console.print("[yellow]note:[/yellow] the demo model has random weights: its images are noise",
                           highlight=False)
-    label = f"{plan.style} · {plan.model.name} · {plan.sampler}"
+    from brushwork.runtime.samplers import from_plan
+
+    label = f"{plan.style} · {plan.model.name} · {from_plan(plan.sampler, plan.schedule).name}"
     with step_progress(plan.steps, label) as on_step:
         result = api.run(plan, on_progress=on_step)
     for path in api.save(result, output):
         console.print(str(path), highlight=False, soft_wrap=True)
     seeds = ", ".join(str(s) for s in plan.seeds)
-    err_console.print(f"seed {seeds} · {plan.width}x{plan.height} · {plan.steps} steps · "
-                      f"{result.timings['total']:.1f}s", highlight=False)
+    steps = f"{plan.steps} step{'s' if plan.steps != 1 else ''}"
+    err_console.print(f"seed {seeds} · {plan.width}x{plan.height} · {steps} · {result.timings['total']:.1f}s",
+                      highlight=False)
 
 
 @handle_errors
 def generate(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    style: Annotated[str, typer.Option("--style", "-s", help="Style name, or 'auto' to route by keywords.")] = "auto",
+    style: Annotated[str, typer.Option("--style", "-s", help="Style name, or 'auto' to route by keywords. Options left out come from the style.")] = "auto",
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Style variant (see `brushwork styles`).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Catalog name; 'demo' needs no download.")] = None,
     negative: Annotated[Optional[str], typer.Option("--negative", "-n", help="Negative prompt (replaces the style's).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps, 1-150.")] = None,
     cfg: Annotated[Optional[float], typer.Option(help="Guidance scale, 0-30.")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="A1111 sampler name, e.g. 'DPM++ 2M Karras' or euler_a.")] = None,
-    size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8, e.g. 512x768.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="Euler a, Euler, DPM++ 2M, DPM++ 2M Karras, DPM++ SDE Karras, DDIM, LMS, Heun, UniPC or LCM (snake_case works: euler_a).")] = None,
+    size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8 within 64-2048 (configurable), e.g. 512x768.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="0 to 4294967295; random when omitted (and printed).")] = None,
-    batch: Annotated[int, typer.Option("--batch", "-b", help="Images in one run; image i uses seed+i.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Images in one run, 1-16; image i uses seed+i.")] = 1,
     clip_skip: Annotated[Optional[int], typer.Option(help="A1111 'Clip skip' (1 = last layer).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNGs.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNGs (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
 ) -> None:
     """Generate images from a prompt and save them as PNGs with embedded metadata."""
     from brushwork.plan import GenerationRequest

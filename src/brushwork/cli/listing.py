@@ -18,31 +18,40 @@ def _yes_no(value: bool) -> str:
 @handle_errors
 def styles(
     ctx: typer.Context,
-    long: Annotated[bool, typer.Option("--long", "-l", help="Also show each style's description.")] = False,
+    long: Annotated[bool, typer.Option("--long", "-l", help="One block per style: description and source too.")] = False,
 ) -> None:
     """List styles: keywords that route to them, their types, model and whether it is installed."""
     api = load_api(ctx)
     registry, catalog = api.styles, api.catalog
     checkpoints = catalog.checkpoints()
-    table = Table(title="styles (use --style NAME, or let keywords pick with --style auto)")
-    table.add_column("name", no_wrap=True)
-    table.add_column("model", no_wrap=True)
-    table.add_column("installed", no_wrap=True)
-    table.add_column("types", overflow="fold")
-    table.add_column("keywords", overflow="fold")
-    if long:
-        table.add_column("description", overflow="fold")
+    rows = []
     for spec in registry:
         try:
             model = spec.recipe("preview").model
         except Exception as exc:  # a style that cannot even preview is still listed
             model = f"(error: {exc})"
         entry = checkpoints.get(model)
-        installed = _yes_no(entry is not None and catalog.is_installed(entry))
-        row = [spec.name, model, installed, ", ".join(spec.types), ", ".join(spec.keywords)]
-        table.add_row(*row, *([spec.description] if long else []))
-    console.print(table)
-    console.print("Not installed? `brushwork models` says where each model's file goes; "
+        rows.append((spec, model, entry is not None and catalog.is_installed(entry)))
+    if long:
+        for spec, model, installed in rows:
+            state = "installed" if installed else "[red]not installed[/red]"
+            console.print(f"[bold]{spec.name}[/bold]  model {model} ({state})  from {spec.source}", highlight=False)
+            console.print(f"  {spec.description}", highlight=False, markup=False)
+            if spec.types:
+                console.print("  types: " + ", ".join(f"{k} ({v})" if v else k for k, v in spec.types.items()),
+                              highlight=False, markup=False)
+            console.print("  keywords: " + (", ".join(spec.keywords) or "(none)"), highlight=False, markup=False)
+    else:
+        table = Table(title="styles (--style NAME, or --style auto to pick by keywords)")
+        table.add_column("name", no_wrap=True)
+        table.add_column("model", no_wrap=True)
+        table.add_column("types")
+        table.add_column("keywords", min_width=16)
+        for spec, model, installed in rows:
+            shown = model if installed else f"[red]{model}*[/red]"
+            table.add_row(spec.name, shown, ", ".join(spec.types), ", ".join(spec.keywords))
+        console.print(table)
+    console.print("* model not installed: `brushwork models` says where its file goes; "
                   "any style runs on the built-in demo model with --model demo.", highlight=False)
     console.print(f"user styles folder: {api.settings.resolved_styles_dir}", highlight=False)
     for note in registry.notes:

@@ -79,8 +79,10 @@ def read_text_chunks(path: Path) -> dict[str, str]:
     try:
         with Image.open(path) as img:
             return {k: v for k, v in img.info.items() if isinstance(v, str)}
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise InvalidRequest("image", f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidRequest("image", f"{path} is a folder, not an image file") from None
     except UnidentifiedImageError:
         raise InvalidRequest("image", f"{path} is not an image") from None
 

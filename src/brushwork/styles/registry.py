@@ -202,8 +202,10 @@ class StyleRegistry:
         """Resolve a style (routing if `auto`), validate `type`, and build its Recipe."""
         spec = self.select(prompt, style)
         if type is not None and type not in spec.types:
+            routed = " (picked from the prompt's words; name a style to choose another)" \
+                if style.strip().lower() == AUTO else ""
             if not spec.types:
-                raise InvalidRequest("type", f"style {spec.name!r} has no types; omit --type")
+                raise InvalidRequest("type", f"style {spec.name!r}{routed} has no types")
             raise NotFound("type", type, spec.types)
         try:
             return spec, spec.recipe(prompt, type=type, **options)
