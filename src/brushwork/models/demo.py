@@ -38,11 +38,13 @@ def _build(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
+        from brushwork.models.loading import quiet_library_bars
         from brushwork.testing.factories import save_pipeline, tiny_sd15_pipeline
 
         pipe = tiny_sd15_pipeline(staging / "_tokenizer_src", seed=0)
         shutil.rmtree(staging / "_tokenizer_src", ignore_errors=True)
-        save_pipeline(pipe, staging / "model")
+        with quiet_library_bars():
+            save_pipeline(pipe, staging / "model")
         try:
             os.replace(staging / "model", target)
         except OSError:

@@ -9,6 +9,8 @@ shipped in `brushwork/models/configs` — never from the hub.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,28 @@ def family_of(path: Path, declared: Family | None = None) -> Family:
     return family
 
 
+@contextmanager
+def quiet_library_bars() -> Iterator[None]:
+    """Hide diffusers'/transformers' own loading bars for the duration, then restore them.
+
+    brushwork reports its own progress; a program using the API should not get
+    library progress bars on stderr for every model load.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    were_enabled = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in zip(libraries, were_enabled, strict=True):
+            if enabled:
+                lib.enable_progress_bar()
+
+
 def load_pipeline(
     path: Path,
     family: Family,
@@ -77,9 +101,10 @@ def load_pipeline(
     else:  # an invisible watermark would make pixels depend on an optional package being installed
         kwargs.update(add_watermarker=False)
     try:
-        if path.is_dir():
-            return cls.from_pretrained(str(path), **kwargs)
-        config_dir = config or materialize_config_dir(family, home)
-        return cls.from_single_file(str(path), config=str(config_dir), **kwargs)
+        with quiet_library_bars():
+            if path.is_dir():
+                return cls.from_pretrained(str(path), **kwargs)
+            config_dir = config or materialize_config_dir(family, home)
+            return cls.from_single_file(str(path), config=str(config_dir), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelUnavailable(f"could not load {path}: {type(exc).__name__}: {exc}") from exc
