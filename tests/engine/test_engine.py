@@ -308,3 +308,12 @@ def test_a_lora_named_twice_is_applied_once_with_the_later_weight(settings):
     assert [(r.name, r.weight) for r in plan.loras] == [("tinylora", 0.5)]
     assert len(plan.loras[0].short_hash) == 12  # A1111's LoRA hash length
     assert api.run(plan).images
+
+
+def test_loading_prints_no_library_progress_bars(make_settings, capfd):
+    from diffusers.utils import logging as diffusers_logging
+
+    assert diffusers_logging.is_progress_bar_enabled()
+    Brushwork(make_settings()).generate("a cat", model="tiny-sd15", seed=1, **FAST)
+    assert "Loading pipeline components" not in capfd.readouterr().err
+    assert diffusers_logging.is_progress_bar_enabled()  # the caller's setting is put back
