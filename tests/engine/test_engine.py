@@ -313,7 +313,7 @@ def test_a_lora_named_twice_is_applied_once_with_the_later_weight(settings):
 def test_loading_prints_no_library_progress_bars(make_settings, capfd):
     from diffusers.utils import logging as diffusers_logging
 
-    assert diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.enable_progress_bar()  # as in a fresh program (CLI tests in this process turn it off)
     Brushwork(make_settings()).generate("a cat", model="tiny-sd15", seed=1, **FAST)
     assert "Loading pipeline components" not in capfd.readouterr().err
     assert diffusers_logging.is_progress_bar_enabled()  # the caller's setting is put back
