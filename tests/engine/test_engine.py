@@ -145,7 +145,6 @@ def test_chunked_encoding_of_a_short_prompt_equals_diffusers_own(shared_api, mod
 
 
 def _hidden(tokenizer, encoder, text: str, layer: int):
-    import torch
 
     ids = tokenizer(text, padding="max_length", max_length=77, return_tensors="pt").input_ids
     return encoder(ids, output_hidden_states=True).hidden_states[layer]

@@ -17,7 +17,6 @@ from brushwork.models.demo import DEMO_NOTE
 from brushwork.plan import Plan
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
     from PIL.PngImagePlugin import PngInfo
 
 PARAMETERS_KEY = "parameters"
