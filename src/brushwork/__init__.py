@@ -6,7 +6,7 @@ device probing, no registry filling.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from brushwork.contract.version import VERSION as __version__
 
 from brushwork.api import Brushwork
 from brushwork.errors import BrushworkError, Cancelled, InvalidRequest, ModelUnavailable, NotFound

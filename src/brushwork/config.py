@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 from brushwork.errors import InvalidRequest
-from brushwork.models.offline_configs import Family
+from brushwork.contract.families import Family
 
 _config_file: ContextVar[Path | None] = ContextVar("brushwork_config_file", default=None)
 
@@ -67,6 +67,10 @@ class Limits(BaseModel):
     max_steps: int = Field(default=150, ge=1)
     max_batch: int = Field(default=16, ge=1)
     max_prompt_chars: int = Field(default=4000, ge=1)
+    max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64,
+                                  description="input images larger than this are refused (decompression bombs)")
+    max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="largest input image file")
+    max_upscale: float = Field(default=4.0, ge=1.0, description="largest total upscale factor")
 
 
 class Settings(BaseSettings):
@@ -88,6 +92,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     allow_pickle: bool = Field(default=False, description="permit .ckpt files (loaded weights_only)")
     pipeline_cache_size: int = Field(default=2, ge=1, description="pipelines kept warm in memory")
+    upscale_tile: int = Field(default=256, ge=32, description="upscaler tile size in pixels (bounds memory)")
+    upscale_tile_overlap: int = Field(default=16, ge=0, description="pixels tiles overlap, blended at seams")
+    safety_filter: str | None = Field(default=None, description="'module:callable' or a brushwork.safety entry point")
     limits: Limits = Field(default_factory=Limits)
     models: dict[str, ModelSource] = Field(default_factory=dict)
 
@@ -132,6 +139,11 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.home / "models"
+
+    @property
+    def assets_dir(self) -> Path:
+        """Content-addressed input images (init, mask, control maps) that Plans reference by sha256."""
+        return self.home / "assets"
 
     @property
     def resolved_styles_dir(self) -> Path:

@@ -18,7 +18,7 @@ from typing import Literal
 from brushwork.config import ModelSource, Settings
 from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
 from brushwork.models.hashing import WEIGHT_SUFFIXES, HashCache
-from brushwork.models.offline_configs import Family
+from brushwork.contract.families import Family
 
 Kind = Literal["checkpoint", "lora", "vae", "controlnet", "upscaler", "embedding"]
 KIND_DIRS: dict[Kind, str] = {

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 DEMO_VERSION = "v1"
-DEMO_NOTE = "demo model with random weights: images are noise"
 _build_lock = threading.Lock()  # threads of one process build it once; processes race safely via rename
 
 

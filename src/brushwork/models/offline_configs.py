@@ -22,8 +22,9 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
+from brushwork.contract.families import FAMILIES, Family
 from brushwork.models.clip_vocab import bpe_file_path, write_clip_tokenizer_files
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "family_of_pipeline_config",
 ]
 
-Family = Literal["sd15", "sdxl"]
-FAMILIES: tuple[Family, ...] = get_args(Family)
 
 PIPELINE_CLASS_BY_FAMILY: dict[Family, str] = {
     "sd15": "StableDiffusionPipeline",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from brushwork.errors import InvalidRequest
-from brushwork.models.demo import DEMO_NOTE
+from brushwork.contract.version import DEMO_NOTE, VERSION
 from brushwork.plan import Plan
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ def a1111_parameters(plan: Plan, index: int = 0) -> str:
     fields.append(("Style", plan.style + (f" ({plan.style_type})" if plan.style_type else "")))
     if plan.model.demo:
         fields.append(("Note", DEMO_NOTE))
-    from brushwork import __version__
-
-    fields.append(("Version", f"brushwork {__version__}"))
+    fields.append(("Version", f"brushwork {VERSION}"))
     prompt = plan.prompt
     for ref in plan.loras:  # A1111 shows applied LoRAs in the prompt
         prompt += f" <lora:{ref.name}:{ref.weight:g}>"

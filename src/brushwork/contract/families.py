@@ -1,0 +1,8 @@
+"""The model families brushwork runs, as one type every layer can name."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Family = Literal["sd15", "sdxl"]
+FAMILIES: tuple[Family, ...] = get_args(Family)
