@@ -51,9 +51,9 @@ class Comparison:
 def _diffusers_call(pipe: Any, plan: Any) -> Any:
     import torch
 
-    from brushwork.runtime.samplers import from_plan
+    from brushwork.runtime.samplers import scheduler_for
 
-    pipe.scheduler = from_plan(plan.sampler, plan.schedule).build(pipe.scheduler.config, plan.seeds)
+    pipe.scheduler = scheduler_for(plan.sampler).build(pipe.scheduler.config, plan.seeds)
     return pipe(
         prompt=plan.prompt, negative_prompt=plan.negative_prompt or None, width=plan.width, height=plan.height,
         num_inference_steps=plan.steps, guidance_scale=plan.cfg,
@@ -71,7 +71,7 @@ def _load_diffusers(model_dir: Path) -> Any:
 
 
 def compare(model_dir: Path, home: Path, images: int = 4, steps: int = 8, size: int = 256) -> Comparison:
-    from brushwork.api import Brushwork
+    from brushwork.facade import Brushwork
     from brushwork.config import ModelSource, Settings
     from brushwork.styles.recipe import Recipe
     from brushwork.styles.registry import StyleRegistry

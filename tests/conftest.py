@@ -37,13 +37,18 @@ class TinyModels:
     sdxl_folder: Path
     sdxl_single: Path
     lora: Path
+    controlnet: Path
+    controlnet_sdxl: Path
+    upscaler: Path
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    from brushwork.testing.controlnets import save_controlnet, save_controlnet_single_file, tiny_controlnet
     from brushwork.testing.factories import (
         save_pipeline, save_single_file, save_tiny_lora, save_tiny_vae, tiny_sd15_pipeline, tiny_sdxl_pipeline,
     )
+    from brushwork.testing.upscalers import save_tiny_esrgan
 
     root = tmp_path_factory.mktemp("tiny")
     checkpoints = root / "models" / "checkpoints"
@@ -54,9 +59,16 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     singles = root / "singles"
     sd15_single = save_single_file(sd15, singles / "tiny-sd15-single.safetensors")
     sdxl_single = save_single_file(sdxl, singles / "tiny-sdxl-single.safetensors")
+    controlnets = root / "models" / "controlnet"
+    controlnet = save_controlnet(tiny_controlnet(sd15, seed=0), controlnets / "tinycanny")
+    save_controlnet_single_file(tiny_controlnet(sd15, seed=1), controlnets / "tinydepth.safetensors")
+    controlnet_sdxl = save_controlnet(tiny_controlnet(sdxl, seed=0), controlnets / "tinycanny-xl")
+    # after the ControlNets: exporting a LoRA leaves PEFT wrappers in the UNet they are built from
     lora = save_tiny_lora(sd15, root / "models" / "loras" / "tinylora.safetensors")
     save_tiny_vae(root / "models" / "vae" / "tinyvae")
-    return TinyModels(root / "home", root / "models", sd15_folder, sd15_single, sdxl_folder, sdxl_single, lora)
+    upscaler = save_tiny_esrgan(root / "models" / "upscalers" / "tiny2x.safetensors", scale=2)
+    return TinyModels(root / "home", root / "models", sd15_folder, sd15_single, sdxl_folder, sdxl_single, lora,
+                      controlnet, controlnet_sdxl, upscaler)
 
 
 def _make_settings(tiny: TinyModels, tmp_path: Path, **overrides: object):  # -> Settings
@@ -91,7 +103,7 @@ def settings(make_settings):
 @pytest.fixture(scope="session")
 def shared_api(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory):
     """One warm Brushwork for tests that don't count loads (saves reloading per test)."""
-    from brushwork.api import Brushwork
+    from brushwork.facade import Brushwork
 
     return Brushwork(_make_settings(tiny_models, tmp_path_factory.mktemp("shared")))
 
@@ -99,7 +111,7 @@ def shared_api(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture
 def api(settings):
     """A fresh Brushwork (cold cache) for tests that count loads or change settings."""
-    from brushwork.api import Brushwork
+    from brushwork.facade import Brushwork
 
     return Brushwork(settings)
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from brushwork.contract.version import VERSION as __version__
 
-from brushwork.api import Brushwork
+from brushwork.contract.assets import AssetRef
+from brushwork.contract.events import CancelToken
+from brushwork.facade import Brushwork
 from brushwork.errors import BrushworkError, Cancelled, InvalidRequest, ModelUnavailable, NotFound
 from brushwork.plan import GenerationRequest, Plan, Result
+from brushwork.contract.params import ControlUnit, UpscaleStep
 from brushwork.styles.recipe import LoraRef, Recipe
 from brushwork.styles.spec import style
 
 __all__ = [
-    "Brushwork", "BrushworkError", "Cancelled", "GenerationRequest", "InvalidRequest", "LoraRef",
-    "ModelUnavailable", "NotFound", "Plan", "Recipe", "Result", "__version__", "style",
+    "AssetRef", "Brushwork", "BrushworkError", "CancelToken", "Cancelled", "ControlUnit", "GenerationRequest",
+    "InvalidRequest", "LoraRef", "ModelUnavailable", "NotFound", "Plan", "Recipe", "Result", "UpscaleStep",
+    "__version__", "style",
 ]

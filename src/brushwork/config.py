@@ -7,12 +7,13 @@ Nothing here is read at import time; `Settings.load()` does the reading.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +25,10 @@ from brushwork.errors import InvalidRequest
 from brushwork.contract.families import Family
 
 _config_file: ContextVar[Path | None] = ContextVar("brushwork_config_file", default=None)
+
+
+DEVICES = "auto, cpu, cuda, cuda:N (N = GPU index), mps"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 def default_config_file() -> Path:
@@ -72,6 +77,13 @@ class Limits(BaseModel):
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="largest input image file")
     max_upscale: float = Field(default=4.0, ge=1.0, description="largest total upscale factor")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Limits:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size {self.min_size} is larger than max_size {self.max_size}; "
+                             "min_size must be at most max_size")
+        return self
+
 
 class Settings(BaseSettings):
     """Process-wide configuration. Construct with `Settings.load()`."""
@@ -101,7 +113,27 @@ class Settings(BaseSettings):
     @field_validator("home", "models_dir", "styles_dir", "output_dir", "hf_cache")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
+        if value is None:
+            return None
+        value = value.expanduser()
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is a file; this setting names a folder (existing or to be made)")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a device; allowed: {DEVICES}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.upscale_tile_overlap >= self.upscale_tile:
+            raise ValueError(f"upscale_tile_overlap {self.upscale_tile_overlap} must be smaller than "
+                             f"upscale_tile {self.upscale_tile}")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -120,19 +152,24 @@ class Settings(BaseSettings):
         """Read env + TOML (`config_file` or the default location) + overrides.
 
         A bad value anywhere (env, TOML, overrides) is an `InvalidRequest`
-        naming the setting, never a traceback.
+        naming the setting, never a traceback. A config file named by
+        `config_file` or `$BRUSHWORK_CONFIG` must exist; the default location
+        may be absent.
         """
-        if config_file is not None and not Path(config_file).is_file():
-            raise InvalidRequest("config", f"config file {str(config_file)!r} does not exist")
-        token = _config_file.set(Path(config_file) if config_file else None)
+        toml_file = _checked_config_file(config_file)
+        token = _config_file.set(toml_file)
         try:
             return cls(**overrides)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            raise InvalidRequest(f"setting {where}", f"{err['msg'].lower()} (from BRUSHWORK_* or the config file)") from None
+            raise _setting_error(exc) from None
         except tomllib.TOMLDecodeError as exc:
-            raise InvalidRequest("config", f"{_config_file.get() or default_config_file()}: invalid TOML: {exc}") from None
+            raise InvalidRequest("config", f"{toml_file}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(
+                "config", f"{toml_file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                "save it as UTF-8") from None
+        except OSError as exc:
+            raise InvalidRequest("config", f"{toml_file}: cannot read: {exc.strerror or exc}") from None
         finally:
             _config_file.reset(token)
 
@@ -148,3 +185,33 @@ class Settings(BaseSettings):
     @property
     def resolved_styles_dir(self) -> Path:
         return self.styles_dir or default_config_file().parent / "styles"
+
+
+def _checked_config_file(config_file: Path | None) -> Path:
+    """The TOML file to read; an explicitly named one (argument or `$BRUSHWORK_CONFIG`) must be a file."""
+    if config_file is not None:
+        path, origin = Path(config_file).expanduser(), ""
+    elif os.environ.get("BRUSHWORK_CONFIG"):
+        path, origin = default_config_file(), " (from BRUSHWORK_CONFIG)"
+    else:
+        return default_config_file()  # the default location may be absent
+    if path.is_dir():
+        raise InvalidRequest("config", f"config file {str(path)!r}{origin} is a folder; name a .toml file")
+    if not path.is_file():
+        raise InvalidRequest("config", f"config file {str(path)!r}{origin} does not exist")
+    return path
+
+
+def _setting_error(exc: ValidationError) -> InvalidRequest:
+    """The first validation error as one line naming the setting and its environment variable."""
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    error = (err.get("ctx") or {}).get("error")
+    # Our own validators' messages are written for people: keep them as they are.
+    message = str(error) if err["type"] == "value_error" and error is not None else err["msg"].lower()
+    if not loc:  # a rule across settings: the message names them
+        return InvalidRequest("settings", f"{message} (from BRUSHWORK_* or the config file)")
+    source = "BRUSHWORK_" + "__".join(loc).upper()
+    if loc == ["limits"]:  # a rule across limits
+        source += "__*"
+    return InvalidRequest(f"setting {'.'.join(loc)}", f"{message} (from {source} or the config file)")

@@ -3,8 +3,11 @@
 * `GenerationRequest` — what a user asked, in their words (style, overrides).
 * `Plan` — the fully resolved job: every field explicit, JSON-serialisable,
   no torch. It is what crosses process boundaries, what PNG metadata embeds
-  and what replay reads back.
+  and what replay reads back. Input images are `AssetRef`s, never bytes.
 * `Result` — images plus the Plan that made them and timings.
+
+Both the request and the Plan are built from the parameter groups in
+`brushwork.contract.params`, each declared once.
 """
 
 from __future__ import annotations
@@ -14,36 +17,99 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from brushwork.contract.assets import AssetRef
+from brushwork.contract.families import Family
+from brushwork.contract.params import (
+    FLAT_FIELDS,
+    GROUPS,
+    ControlUnit,
+    Hires,
+    Init,
+    Mask,
+    Outpaint,
+    Post,
+    Sampling,
+    Size,
+    fold_flat,
+)
+from brushwork.contract.samplers import from_a1111
 from brushwork.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 SEED_MAX = 2**32 - 1
-PLAN_SCHEMA_VERSION = 1
-Mode = Literal["txt2img"]
+PLAN_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
+# Style and type names become part of output file names: keep them short and path-free.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+SafeName = Annotated[str, Field(pattern=NAME_PATTERN, description="letters, digits, '-' or '_'; at most 64")]
+
+__all__ = [
+    "AdapterRef", "AssetRef", "ControlUnit", "GenerationRequest", "Hires", "Init", "Mask", "Mode", "ModelRef",
+    "Outpaint", "Plan", "Post", "Result", "SEED_MAX", "Sampling", "Size", "invalid_from_validation",
+]
+
+
+def invalid_from_validation(exc: ValidationError) -> InvalidRequest:
+    """The first pydantic error as an `InvalidRequest` naming its field (flat names for group fields)."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    if len(loc) > 1 and loc[0] in GROUPS:
+        loc = loc[1:]  # "sampling.steps" is "steps" to a user
+    where = ".".join(loc) or "request"
+    message = err["msg"]
+    bounds = _bounds(loc[-1]) if err["type"] in _RANGE_ERRORS and loc else None
+    if bounds is not None:
+        given = err["input"]
+        shown = f"{given:g}" if isinstance(given, (int, float)) and not isinstance(given, bool) else repr(given)
+        message = f"must be between {bounds[0]:g} and {bounds[1]:g}, got {shown}"
+    return InvalidRequest(where, message[:1].lower() + message[1:])
+
+
+_RANGE_ERRORS = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
+
+
+def _bounds(name: str) -> tuple[float, float] | None:
+    """(low, high) of a group field declared with both bounds, to say the whole allowed range."""
+    group = FLAT_FIELDS.get(name)
+    if group is None:
+        return None
+    low = high = None
+    for item in GROUPS[group].model_fields[name].metadata:
+        low = getattr(item, "ge", getattr(item, "gt", None)) if low is None else low
+        high = getattr(item, "le", getattr(item, "lt", None)) if high is None else high
+    return (low, high) if low is not None and high is not None else None
 
 
 class GenerationRequest(BaseModel):
-    """A user's request. Unset fields are decided by the style and the model family."""
+    """A user's request. Unset fields are decided by the style and the model family.
+
+    Group fields may be given flat (`steps=20`) or nested (`sampling={"steps": 20}`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     prompt: str
     style: str = "auto"
     type: str | None = None
-    model: str | None = None
+    model: str | None = Field(default=None, description="catalog name, or a path to a file or diffusers folder")
     negative_prompt: str | None = None
-    sampler: str | None = None
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    cfg: float | None = None
     seed: int | None = None
     batch_size: int = 1
-    clip_skip: int | None = None
+    sampling: Sampling = Sampling()
+    size: Size = Size()
+    init: Init = Init()
+    mask: Mask = Mask()
+    outpaint: Outpaint = Outpaint()
+    hires: Hires = Hires()
+    post: Post = Post()
+    controls: tuple[ControlUnit, ...] | None = Field(default=None, description="replaces the style's when given")
+
+    _fold = model_validator(mode="before")(fold_flat)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> GenerationRequest:
@@ -52,13 +118,8 @@ class GenerationRequest(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise invalid_from_validation(exc) from None
-
-
-def invalid_from_validation(exc: ValidationError) -> InvalidRequest:
-    """The first pydantic error as an `InvalidRequest` naming its field."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "request"
-    return InvalidRequest(where, err["msg"].lower())
+        except ValueError as exc:  # fold_flat: a field given twice
+            raise InvalidRequest("request", str(exc)) from None
 
 
 class ModelRef(BaseModel):
@@ -67,10 +128,11 @@ class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    family: Literal["sd15", "sdxl"]
-    sha256: str
+    family: Family
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     short_hash: str = Field(description="A1111 'Model hash': first 10 hex of sha256")
     demo: bool = False
+    path: str | None = Field(default=None, description="set when the model was named by path, not catalog name")
 
 
 class AdapterRef(BaseModel):
@@ -79,54 +141,105 @@ class AdapterRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    sha256: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     short_hash: str
     weight: float = 1.0
 
 
 class Plan(BaseModel):
-    """A fully specified generation job. Same Plan + same weights ⇒ same pixels."""
+    """A fully specified generation job. Same Plan + same weights + same inputs ⇒ same pixels."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = PLAN_SCHEMA_VERSION
+    schema_version: Literal[2] = PLAN_SCHEMA_VERSION
     mode: Mode = "txt2img"
-    style: str
-    style_type: str | None = None
+    style: SafeName
+    style_type: SafeName | None = None
     model: ModelRef
     prompt: str
     negative_prompt: str
-    sampler: str = Field(description="A1111 sampler name without schedule, e.g. 'DPM++ 2M'")
-    schedule: str = Field(description="A1111 'Schedule type': Automatic, Karras, ...")
-    width: int = Field(ge=8, multiple_of=8)
-    height: int = Field(ge=8, multiple_of=8)
-    steps: int = Field(ge=1)
-    cfg: float = Field(ge=0)
-    clip_skip: int = Field(default=1, ge=1, le=12)
     seeds: tuple[Annotated[int, Field(ge=0, le=SEED_MAX)], ...] = Field(
         min_length=1, description="one seed per image; image i uses seeds[i]"
     )
+    sampling: Sampling
+    size: Size
+    init: Init | None = None
+    mask: Mask | None = None
+    outpaint: Outpaint | None = None
+    controls: tuple[ControlUnit, ...] = ()
+    hires: Hires | None = None
+    post: Post | None = None
     loras: tuple[AdapterRef, ...] = ()
     vae: AdapterRef | None = None
     warnings: tuple[str, ...] = Field(default=(), description="what resolution had to change or drop")
+
+    # -- typed views of the always-present fields (a validated Plan has them all) --
 
     @property
     def batch_size(self) -> int:
         return len(self.seeds)
 
+    @property
+    def width(self) -> int:
+        return _decided(self.size.width)
+
+    @property
+    def height(self) -> int:
+        return _decided(self.size.height)
+
+    @property
+    def steps(self) -> int:
+        return _decided(self.sampling.steps)
+
+    @property
+    def cfg(self) -> float:
+        return _decided(self.sampling.cfg)
+
+    @property
+    def sampler(self) -> str:
+        return _decided(self.sampling.sampler)
+
+    @property
+    def clip_skip(self) -> int:
+        return _decided(self.sampling.clip_skip)
+
+    def assets(self) -> list[AssetRef]:
+        """Every input image the Plan needs, in a stable order."""
+        refs = [self.init.init_image if self.init else None, self.mask.mask_image if self.mask else None]
+        refs += [unit.image for unit in self.controls]
+        return [ref for ref in refs if ref is not None]
+
+    # -- serialisation ------------------------------------------------------------
+
     def to_json(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_none=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Plan:
+    def from_json(cls, text: str | bytes) -> Plan:
+        """Parse a Plan from outside (a PNG, another process) strictly: no coercion, known versions only."""
         try:
-            return cls.model_validate_json(text)
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("plan", "is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("plan", "must be a JSON object")
+        version = data.get("schema_version", 1)
+        if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
+            raise InvalidRequest(
+                "schema_version",
+                f"unknown Plan schema version {version!r}; this brushwork reads versions "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))} (a newer brushwork made it?)",
+            )
+        if version == 1:
+            data = _upgrade_v1(data)
+        try:
+            return cls.model_validate_json(json.dumps(data), strict=True)
         except ValidationError as exc:
             raise invalid_from_validation(exc) from None
 
     def cache_key(self) -> str:
         """Content address of the job: identical Plans give identical images."""
-        payload = self.model_dump(mode="json", exclude={"warnings"})
+        payload = self.model_dump(mode="json", exclude={"warnings"}, exclude_none=True)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -135,10 +248,36 @@ class Plan(BaseModel):
         return self.model_copy(update={"seeds": (self.seeds[index],)})
 
 
+def _decided(value: Any) -> Any:
+    if value is None:
+        raise InvalidRequest("plan", "is incomplete; validate it with brushwork.contract.validation first")
+    return value
+
+
+_V1_MOVED = ("sampler", "schedule", "steps", "cfg", "clip_skip", "width", "height")
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 Plan (brushwork 0.1 PNGs) in version-2 shape: same image, new layout."""
+    out = {k: v for k, v in data.items() if k not in _V1_MOVED}
+    sampler, schedule = data.get("sampler"), data.get("schedule", "Automatic")
+    if not isinstance(sampler, str) or not isinstance(schedule, str):
+        raise InvalidRequest("sampler", "a version-1 Plan must name its sampler and schedule as text")
+    out["schema_version"] = 2
+    out["sampling"] = {"sampler": from_a1111(sampler, schedule), "steps": data.get("steps"),
+                       "cfg": data.get("cfg"), "clip_skip": data.get("clip_skip", 1)}
+    out["size"] = {"width": data.get("width"), "height": data.get("height")}
+    return out
+
+
 @dataclass
 class Result:
-    """What a generation returns: images in seed order, the Plan, timings in seconds."""
+    """What a generation returns: images in seed order, the Plan, timings in seconds.
+
+    `filtered[i]` is True when the safety filter replaced image i.
+    """
 
     images: list[Image]
     plan: Plan
     timings: dict[str, float] = field(default_factory=dict)
+    filtered: list[bool] = field(default_factory=list)

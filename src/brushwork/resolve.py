@@ -1,122 +1,168 @@
 """GenerationRequest + style + catalog → Plan.
 
 This is where every default is decided, once: after it, the Plan says
-everything and the engine makes no choices of its own. Pure Python: torch is
-imported only to build the demo model on its first use.
+everything and the engine makes no choices of its own. Each parameter group
+is merged by the one rule in `brushwork.contract.params.merge`: request >
+style > family default. Pure Python: no torch (the demo model is built on
+first use, in a function).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from pydantic import ValidationError
 
-from brushwork.config import Family, Limits
+from brushwork.config import Limits
+from brushwork.contract.assets import AssetRef
+from brushwork.contract.families import Family
+from brushwork.contract.params import (
+    LANCZOS,
+    LATENT_UPSCALER,
+    ControlUnit,
+    Group,
+    Hires,
+    Init,
+    Mask,
+    Outpaint,
+    Post,
+    Sampling,
+    Size,
+    UpscaleStep,
+    merge,
+)
+from brushwork.contract.samplers import canonical_sampler
+from brushwork.contract.validation import (
+    check_range,
+    check_sampling_and_size,
+    check_seeds,
+    check_text,
+    validate_plan,
+)
 from brushwork.errors import InvalidRequest, NotFound
-from brushwork.models.catalog import CatalogEntry, ModelCatalog
-from brushwork.models.hashing import lora_short_hash, short_hash
-from brushwork.plan import SEED_MAX, AdapterRef, GenerationRequest, ModelRef, Plan, invalid_from_validation
-from brushwork.runtime.samplers import from_plan, get_sampler
+from brushwork.models.catalog import CatalogEntry, Kind, ModelCatalog
+from brushwork.models.hashing import WEIGHT_SUFFIXES, lora_short_hash, short_hash
+from brushwork.plan import SEED_MAX, AdapterRef, GenerationRequest, Mode, ModelRef, Plan, invalid_from_validation
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
-
-CFG_MAX = 30.0
-CLIP_SKIP_MAX = 12
 
 
 @dataclass(frozen=True)
 class FamilyDefaults:
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str
+    """The last layer of every merge: what a family runs well with when nobody says otherwise."""
+
+    sampling: Sampling
+    size: Size
+    init: Init = Init(strength=0.75, resize_mode="just_resize")
+    outpaint_init: Init = Init(strength=1.0, resize_mode="just_resize")  # the new area starts from nothing
+    mask: Mask = Mask(mask_blur=4, invert_mask=False, masked_content="original", inpaint_area="whole",
+                      inpaint_padding=32)
+    outpaint: Outpaint = Outpaint(outpaint_left=0, outpaint_right=0, outpaint_up=0, outpaint_down=0)
+    hires: Hires = Hires(hr_upscaler=LATENT_UPSCALER, hr_steps=0, hr_denoise=0.7)
+    post: Post = Post()
 
 
 FAMILY_DEFAULTS: dict[Family, FamilyDefaults] = {
-    "sd15": FamilyDefaults(512, 512, 25, 7.0, "DPM++ 2M Karras"),
-    "sdxl": FamilyDefaults(1024, 1024, 30, 6.0, "DPM++ 2M Karras"),
+    "sd15": FamilyDefaults(Sampling(sampler="DPM++ 2M Karras", steps=25, cfg=7.0, clip_skip=1),
+                           Size(width=512, height=512)),
+    "sdxl": FamilyDefaults(Sampling(sampler="DPM++ 2M Karras", steps=30, cfg=6.0, clip_skip=1),
+                           Size(width=1024, height=1024)),
 }
 
 
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
+class AssetIndex(Protocol):
+    """What resolve needs of the asset store: does it hold this input image?"""
 
-
-def _check_range(field: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise InvalidRequest(field, f"must be between {_number(low)} and {_number(high)}, got {_number(value)}")
-
-
-def _check_size(field: str, value: int, limits: Limits) -> None:
-    if value % 8:
-        raise InvalidRequest(field, f"must be a multiple of 8, got {value}")
-    _check_range(field, value, limits.min_size, limits.max_size)
+    def has(self, ref: AssetRef) -> bool: ...
 
 
 def validate_request(request: GenerationRequest, limits: Limits) -> None:
     """Checks that need no style or model: fail fast with the field's name."""
     if not request.prompt:
         raise InvalidRequest("prompt", "must not be empty")
-    if len(request.prompt) > limits.max_prompt_chars:
-        raise InvalidRequest(
-            "prompt", f"is {len(request.prompt)} characters; the limit is {limits.max_prompt_chars}"
-        )
-    if request.negative_prompt and len(request.negative_prompt) > limits.max_prompt_chars:
-        raise InvalidRequest("negative_prompt", f"is longer than {limits.max_prompt_chars} characters")
-    _check_range("batch_size", request.batch_size, 1, limits.max_batch)
+    check_text("prompt", request.prompt, limits)
+    if request.negative_prompt:
+        check_text("negative_prompt", request.negative_prompt, limits)
+    check_range("batch_size", request.batch_size, 1, limits.max_batch)
     if request.seed is not None:
-        _check_range("seed", request.seed, 0, SEED_MAX)
-    if request.steps is not None:
-        _check_range("steps", request.steps, 1, limits.max_steps)
-    if request.cfg is not None:
-        _check_range("cfg", request.cfg, 0, CFG_MAX)
-    if request.clip_skip is not None:
-        _check_range("clip_skip", request.clip_skip, 1, CLIP_SKIP_MAX)
-    if request.width is not None:
-        _check_size("width", request.width, limits)
-    if request.height is not None:
-        _check_size("height", request.height, limits)
-    if request.sampler is not None:
-        get_sampler(request.sampler)
+        check_seeds(request.seed, request.batch_size)
+    check_sampling_and_size(request.sampling, request.size, limits)
+    for group in (request.init, request.mask, request.hires):
+        _needs_input(group)
+    if not request.outpaint.is_empty() and request.init.init_image is None:
+        raise InvalidRequest("outpaint", "needs an init image to extend (init_image)")
+    if not request.mask.is_empty() and request.init.init_image is None:
+        raise InvalidRequest("mask_image", "needs an init image to inpaint (init_image)")
 
 
-def validate_plan(plan: Plan, limits: Limits) -> None:
-    """Re-check a Plan against this deployment's limits: Plans also arrive from PNGs and other processes."""
-    _check_size("width", plan.width, limits)
-    _check_size("height", plan.height, limits)
-    _check_range("steps", plan.steps, 1, limits.max_steps)
-    _check_range("cfg", plan.cfg, 0, CFG_MAX)
-    _check_range("batch_size", plan.batch_size, 1, limits.max_batch)
-    for field, text in (("prompt", plan.prompt), ("negative_prompt", plan.negative_prompt)):
-        if len(text) > limits.max_prompt_chars:
-            raise InvalidRequest(field, f"is longer than {limits.max_prompt_chars} characters")
-    from_plan(plan.sampler, plan.schedule)
+def _needs_input(group: Group) -> None:
+    """Options of a group whose key input is missing would silently do nothing: refuse them."""
+    if group.is_empty():
+        return
+    for name in type(group).required_input:
+        if getattr(group, name) is None:
+            given = next(k for k in type(group).model_fields if getattr(group, k) is not None)
+            raise InvalidRequest(given, f"needs {name} to be given too")
 
 
 def seeds_for(seed: int | None, batch_size: int) -> tuple[int, ...]:
-    """Image i gets seed+i (wrapping at 2^32); no seed means a random one, reported in the Plan."""
-    base = secrets.randbelow(SEED_MAX + 1) if seed is None else seed
-    return tuple((base + i) % (SEED_MAX + 1) for i in range(batch_size))
+    """Image i gets seed+i; no seed means a random one (small enough not to pass 2^32-1), reported in the Plan."""
+    base = secrets.randbelow(SEED_MAX + 2 - batch_size) if seed is None else seed
+    return tuple(base + i for i in range(batch_size))
+
+
+def _mode(request: GenerationRequest) -> Mode:
+    if request.init.init_image is None:
+        return "txt2img"
+    if any(request.outpaint.sides()):
+        return "outpaint"
+    return "inpaint" if request.mask.mask_image is not None else "img2img"
+
+
+def _round8(value: int) -> int:
+    return max(8, value // 8 * 8)
 
 
 class Resolver:
-    """Builds Plans from requests against one registry and catalog."""
+    """Builds Plans from requests against one registry, catalog and asset store."""
 
-    def __init__(self, registry: StyleRegistry, catalog: ModelCatalog, limits: Limits) -> None:
+    def __init__(self, registry: StyleRegistry, catalog: ModelCatalog, limits: Limits,
+                 assets: AssetIndex | None = None) -> None:
         self.registry = registry
         self.catalog = catalog
         self.limits = limits
+        self.assets = assets
 
-    def model_ref(self, entry: CatalogEntry) -> tuple[ModelRef, Family]:
+    # -- model and files ---------------------------------------------------------------
+
+    def model_entry(self, name: str) -> CatalogEntry:
+        """A catalog name, or a path to a `.safetensors` file or diffusers folder."""
+        checkpoints = self.catalog.checkpoints()
+        if name in checkpoints:
+            return checkpoints[name]
+        path = Path(name).expanduser()
+        if "/" in name or "\\" in name or path.suffix.lower() in WEIGHT_SUFFIXES or path.exists():
+            return self.catalog.entry_for_path(path)
+        raise NotFound("model", name, checkpoints)
+
+    def model_ref(self, entry: CatalogEntry, by_path: bool = False) -> ModelRef:
         from brushwork.models.loading import family_of
 
         path = self.catalog.locate(entry)
         family = family_of(path, entry.family)
         sha = self.catalog.sha256(path)
         return ModelRef(name=entry.name, family=family, sha256=sha, short_hash=short_hash(sha),
-                        demo=entry.demo), family
+                        demo=entry.demo, path=str(path) if by_path else None)
+
+    def _pinned(self, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
+        """sha256 of an installed LoRA/ControlNet/upscaler file, or NotFound listing what is installed."""
+        path = self.catalog.adapter(kind, name)
+        if path is None:
+            raise NotFound(kind, name, [*self.catalog.scan(kind), *extra_valid])
+        return self.catalog.sha256(path)
 
     def _adapters(self, recipe: Recipe, model: ModelRef, recipe_family: Family | None,
                   warnings: list[str]) -> tuple[tuple[AdapterRef, ...], AdapterRef | None]:
@@ -153,37 +199,144 @@ class Resolver:
                 vae = AdapterRef(name=recipe.vae, sha256=sha, short_hash=short_hash(sha))
         return tuple(loras), vae
 
+    # -- groups --------------------------------------------------------------------------
+
+    def _check_asset(self, field: str, ref: AssetRef | None) -> None:
+        if ref is not None and self.assets is not None and not self.assets.has(ref):
+            raise InvalidRequest(field, f"image {ref.short}… is not in the asset store; add it first")
+
+    def _image_groups(self, mode: Mode, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults,
+                      ) -> tuple[Init | None, Mask | None, Outpaint | None]:
+        if mode == "txt2img":
+            return None, None, None
+        init = merge(Init, request.init, recipe.init, defaults.outpaint_init if mode == "outpaint" else defaults.init)
+        self._check_asset("init_image", init.init_image)
+        mask = merge(Mask, request.mask, recipe.mask, defaults.mask) if mode == "inpaint" else None
+        if mask is not None:
+            self._check_asset("mask_image", mask.mask_image)
+            image, mask_ref = init.init_image, mask.mask_image
+            assert image is not None and mask_ref is not None
+            if (mask_ref.width, mask_ref.height) != (image.width, image.height):
+                raise InvalidRequest("mask_image", f"is {mask_ref.width}x{mask_ref.height} but the init image is "
+                                                   f"{image.width}x{image.height}; they must be the same size")
+        outpaint = merge(Outpaint, request.outpaint, defaults.outpaint) if mode == "outpaint" else None
+        return init, mask, outpaint
+
+    def _size(self, mode: Mode, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults,
+              init: Init | None, outpaint: Outpaint | None) -> tuple[Size, Outpaint | None]:
+        """Request > (the init image's own size) > style > family default; outpainting sets the canvas."""
+        if outpaint is not None and init is not None and init.init_image is not None:
+            left, right, up, down = outpaint.sides()
+            width, height = init.init_image.width + left + right, init.init_image.height + up + down
+            # Round the canvas up to a multiple of 8 by extending right/down a little further.
+            right += -width % 8
+            down += -height % 8
+            outpaint = outpaint.model_copy(update={"outpaint_right": right, "outpaint_down": down})
+            return Size(width=width + (-width % 8), height=height + (-height % 8)), outpaint
+        from_image = None
+        if init is not None and init.init_image is not None:
+            ref = init.init_image
+            from_image = Size(width=_round8(min(ref.width, self.limits.max_size)),
+                              height=_round8(min(ref.height, self.limits.max_size)))
+        return merge(Size, request.size, from_image, recipe.size, defaults.size), outpaint
+
+    def _controls(self, request: GenerationRequest, recipe: Recipe, init: Init | None,
+                  family: Family) -> tuple[ControlUnit, ...]:
+        units = request.controls if request.controls is not None else recipe.controls
+        pinned = []
+        for unit in units:
+            image = unit.image or (init.init_image if init else None)
+            if image is None:
+                raise InvalidRequest("control", f"ControlNet {unit.model!r} needs an image (or an init image)")
+            self._check_asset("control", image)
+            sha = self._pinned("controlnet", unit.model)
+            self._check_control_family(unit.model, family)
+            pinned.append(unit.model_copy(update={"image": image, "sha256": sha}))
+        return tuple(pinned)
+
+    def _check_control_family(self, name: str, family: Family) -> None:
+        from brushwork.models.controlnet import check_compatible, controlnet_family
+
+        path = self.catalog.adapter("controlnet", name)
+        assert path is not None
+        check_compatible(controlnet_family(path), family, name)
+
+    def _hires(self, mode: Mode, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults,
+               warnings: list[str]) -> Hires | None:
+        if request.hires.is_empty() and recipe.hires.hr_scale is None:
+            return None
+        if mode != "txt2img":
+            if not request.hires.is_empty():
+                raise InvalidRequest("hr_scale", f"hires fix applies to txt2img only, not {mode}")
+            warnings.append(f"the style's hires fix applies to txt2img only; skipped in {mode}")
+            return None
+        hires = merge(Hires, request.hires, recipe.hires, defaults.hires)
+        name = hires.hr_upscaler or LATENT_UPSCALER
+        for builtin in (LATENT_UPSCALER, LANCZOS):
+            if name.lower() == builtin.lower():
+                return hires.model_copy(update={"hr_upscaler": builtin})
+        sha = self._pinned("upscaler", name, (LATENT_UPSCALER, LANCZOS))
+        return hires.model_copy(update={"hr_upscaler_sha256": sha})
+
+    def _post(self, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults) -> Post | None:
+        post = merge(Post, request.post, recipe.post, defaults.post)
+        if post.is_empty():
+            return None
+        steps = []
+        for step in post.upscale or ():
+            if step.upscaler.lower() == LANCZOS.lower():
+                steps.append(step.model_copy(update={"upscaler": LANCZOS, "sha256": None}))
+            else:
+                steps.append(step.model_copy(update={"sha256": self._pinned("upscaler", step.upscaler, (LANCZOS,))}))
+        return post.model_copy(update={"upscale": tuple(steps)})
+
+    def _check_clip_skip(self, clip_skip: int, model: ModelRef, entry: CatalogEntry) -> None:
+        if clip_skip == 1:
+            return
+        from brushwork.models.inspect import text_encoder_layers
+
+        layers = text_encoder_layers(self.catalog.locate(entry), model.family)
+        if clip_skip >= layers:
+            raise InvalidRequest("clip_skip", f"must be between 1 and {layers - 1} for model {model.name!r} "
+                                              f"(its text encoder has {layers} layers), got {clip_skip}")
+
+    # -- the whole request ------------------------------------------------------------------
+
     def resolve(self, request: GenerationRequest) -> Plan:
         validate_request(request, self.limits)
         spec, recipe = self.registry.recipe(request.prompt, request.style, request.type)
         warnings: list[str] = []
-        model_name = request.model or recipe.model
         checkpoints = self.catalog.checkpoints()
-        if model_name not in checkpoints:
-            raise NotFound("model", model_name, checkpoints)
-        model, family = self.model_ref(checkpoints[model_name])
+        model_name = request.model or recipe.model
+        entry = self.model_entry(model_name)
+        model = self.model_ref(entry, by_path=model_name not in checkpoints)
         recipe_entry = checkpoints.get(recipe.model)
-        recipe_family = recipe_entry.family if recipe_entry else None
-        loras, vae = self._adapters(recipe, model, recipe_family, warnings)
-        defaults = FAMILY_DEFAULTS[family]
-        sampler = get_sampler(request.sampler or recipe.sampler or defaults.sampler)
-        cfg = request.cfg if request.cfg is not None else (recipe.cfg if recipe.cfg is not None else defaults.cfg)
+        loras, vae = self._adapters(recipe, model, recipe_entry.family if recipe_entry else None, warnings)
+        defaults = FAMILY_DEFAULTS[model.family]
+        mode = _mode(request)
+        sampling = merge(Sampling, request.sampling, recipe.sampling, defaults.sampling)
+        sampling = sampling.model_copy(update={"sampler": canonical_sampler(sampling.sampler or "")})
+        self._check_clip_skip(sampling.clip_skip or 1, model, entry)
+        init, mask, outpaint = self._image_groups(mode, request, recipe, defaults)
+        size, outpaint = self._size(mode, request, recipe, defaults, init, outpaint)
         try:
             plan = Plan(
+                mode=mode,
                 style=spec.name,
                 style_type=request.type,
                 model=model,
                 prompt=recipe.prompt,
                 negative_prompt=request.negative_prompt if request.negative_prompt is not None
                 else recipe.negative_prompt,
-                sampler=sampler.sampler,
-                schedule=sampler.schedule,
-                width=request.width or recipe.width or defaults.width,
-                height=request.height or recipe.height or defaults.height,
-                steps=request.steps or recipe.steps or defaults.steps,
-                cfg=float(cfg),
-                clip_skip=request.clip_skip or recipe.clip_skip,
                 seeds=seeds_for(request.seed, request.batch_size),
+                sampling=sampling,
+                size=size,
+                init=init,
+                mask=mask,
+                outpaint=outpaint,
+                controls=self._controls(request, recipe, init, model.family),
+                hires=self._hires(mode, request, recipe, defaults, warnings),
+                post=self._post(request, recipe, defaults),
                 loras=loras,
                 vae=vae,
                 warnings=tuple(warnings),
@@ -192,3 +345,4 @@ class Resolver:
             raise invalid_from_validation(exc) from None
         validate_plan(plan, self.limits)  # the style's values obey the same limits as the user's
         return plan
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brushwork.api import Brushwork
+from brushwork.facade import Brushwork
 from brushwork.engine.progress import CancelToken
 from brushwork.errors import Cancelled, ModelUnavailable
 from brushwork.post.metadata import a1111_parameters
@@ -274,16 +274,18 @@ def test_a_token_cancelled_before_the_run_does_no_step(shared_api):
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
-    [({"width": 4096}, "width"), ({"steps": 151}, "steps"), ({"cfg": 31.0}, "cfg"),
-     ({"seeds": tuple(range(17))}, "batch_size"), ({"sampler": "Euler b"}, "sampler")],
+    ("group", "change", "field"),
+    [("size", {"width": 4096}, "width"), ("sampling", {"steps": 151}, "steps"),
+     ("sampling", {"sampler": "Euler b"}, "sampler"), (None, {"seeds": tuple(range(17))}, "batch_size")],
 )
-def test_engine_rechecks_plans_against_limits(shared_api, change, field):
+def test_plans_from_outside_are_checked_before_running(shared_api, group, change, field):
     from brushwork.errors import InvalidRequest
 
-    plan = shared_api.plan("a cat", model="tiny-sd15", seed=1, **FAST).model_copy(update=change)
+    plan = shared_api.plan("a cat", model="tiny-sd15", seed=1, **FAST)
+    if group is not None:
+        change = {group: getattr(plan, group).model_copy(update=change)}
     with pytest.raises(InvalidRequest) as info:
-        shared_api.run(plan)
+        shared_api.run(plan.model_copy(update=change))
     assert info.value.field == field
 
 

@@ -336,3 +336,100 @@ def test_read_checkpoint_keys_and_shapes(tmp_path: Path) -> None:
     bogus.write_bytes(b"\x80\x02not a safetensors file")
     with pytest.raises(ValueError, match="not a readable .safetensors"):
         read_checkpoint_keys(bogus)
+
+
+# ---------------------------------------------------------------- single-file shapes against configs
+
+
+def _full_size_shapes(family: str) -> dict[str, tuple[int, ...]]:
+    """A full-size checkpoint's key names and shapes, made on the meta device from the shipped configs."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from brushwork.testing.ldm_export import pipeline_to_ldm_state_dict
+
+    folder = shipped_config_dir(family)  # type: ignore[arg-type]
+    with init_empty_weights():
+        parts = {
+            "unet": UNet2DConditionModel.from_config(json.loads((folder / "unet/config.json").read_text())),
+            "vae": AutoencoderKL.from_config(json.loads((folder / "vae/config.json").read_text())),
+            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")),
+            "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+            if family == "sdxl" else None,
+        }
+    import types
+
+    state = pipeline_to_ldm_state_dict(types.SimpleNamespace(**parts))
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_full_size_checkpoints_fit_the_shipped_configs(family: str) -> None:
+    shapes = _full_size_shapes(family)
+    assert detect_family(shapes) == family
+    oc.check_against_config(shapes, shipped_config_dir(family), family)  # type: ignore[arg-type]
+
+
+def test_full_size_sdxl_does_not_fit_sd15() -> None:
+    shapes = _full_size_shapes("sd15")
+    shapes["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = (49408, 1024)
+    with pytest.raises(ValueError, match="^text encoder width 1024 does not match 768 in SD 1.5's standard config"):
+        oc.check_against_config(shapes, shipped_config_dir("sd15"), "sd15")
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tiny_models) -> dict[str, dict[str, tuple[int, ...]]]:
+    return {"sd15": read_checkpoint_shapes(tiny_models.sd15_single),
+            "sdxl": read_checkpoint_shapes(tiny_models.sdxl_single)}
+
+
+# Each edit of a matching config folder changes tensor shapes diffusers would load; each must be named.
+PERTURBATIONS = [
+    ("sd15", "text_encoder", {"hidden_size": 64}, "text encoder width 32 does not match 64"),
+    ("sd15", "text_encoder", {"num_hidden_layers": 12}, "text encoder layers 5 does not match 12"),
+    ("sd15", "text_encoder", {"intermediate_size": 64}, "text encoder MLP width 37 does not match 64"),
+    ("sd15", "text_encoder", {"max_position_embeddings": 128}, "text encoder positions 77 does not match 128"),
+    ("sd15", "unet", {"cross_attention_dim": 768}, "UNet cross-attention width 32 does not match 768"),
+    ("sd15", "unet", {"block_out_channels": [64, 128]}, "UNet widths per level 32/64 does not match 64/128"),
+    ("sd15", "unet", {"block_out_channels": [32, 64, 64], "down_block_types": [
+        "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]}, "UNet widths per level"),
+    ("sd15", "unet", {"layers_per_block": 1}, "UNet blocks per level 2/2 does not match 1/1"),
+    ("sd15", "unet", {"down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]},
+     "UNet transformer depth per level 0/1 does not match 1/1"),
+    ("sd15", "unet", {"transformer_layers_per_block": 2}, "UNet transformer depth per level 0/1 does not match 0/2"),
+    ("sd15", "unet", {"use_linear_projection": True},
+     "UNet attention projection 1x1 convolution does not match linear"),
+    ("sd15", "unet", {"in_channels": 9}, "UNet input channels 4 does not match 9"),
+    ("sd15", "vae", {"latent_channels": 16}, "VAE latent channels 4 does not match 16"),
+    ("sd15", "vae", {"block_out_channels": [8, 16, 32, 32]}, "VAE widths per level 8/16/16/16 does not match"),
+    ("sd15", "vae", {"layers_per_block": 2}, "VAE blocks per level 1 does not match 2"),
+    ("sdxl", "text_encoder_2", {"hidden_size": 1280}, "second text encoder width 64 does not match 1280"),
+    ("sdxl", "text_encoder_2", {"projection_dim": 64}, "second text encoder projection width 32 does not match 64"),
+    ("sdxl", "text_encoder_2", {"num_hidden_layers": 32}, "second text encoder layers 5 does not match 32"),
+    ("sdxl", "unet", {"transformer_layers_per_block": [1, 1]},
+     "UNet transformer depth per level 0/2 does not match 0/1"),
+    ("sdxl", "unet", {"projection_class_embeddings_input_dim": 2816},
+     "UNet added-conditions width 80 does not match 2816"),
+]
+
+
+@pytest.mark.parametrize(("family", "component", "edit", "message"), PERTURBATIONS,
+                         ids=[f"{p[0]}-{p[1]}-{next(iter(p[2]))}" for p in PERTURBATIONS])
+def test_every_shape_defining_config_value_is_checked(tiny_models, tiny_shapes, tmp_path: Path, family: str,
+                                                       component: str, edit: dict, message: str) -> None:
+    import shutil
+
+    source = tiny_models.sd15_folder if family == "sd15" else tiny_models.sdxl_folder
+    folder = tmp_path / "configs"
+    for path in source.rglob("*.json"):  # configs only; no weights needed
+        target = folder / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    oc.check_against_config(tiny_shapes[family], folder, family)  # the unedited copy fits
+    config = folder / component / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **edit}))
+    with pytest.raises(ValueError) as info:
+        oc.check_against_config(tiny_shapes[family], folder, family)
+    assert message in str(info.value) and f"the config folder {folder}" in str(info.value)
+    assert "\n" not in str(info.value)

@@ -71,12 +71,12 @@ def _check_recipe(spec: StyleSpec, recipe: Recipe) -> None:
     assert isinstance(recipe, Recipe)
     assert SAMPLE_PROMPT in recipe.prompt, spec.name
     assert recipe.negative_prompt, spec.name
-    assert recipe.width is not None and recipe.height is not None
-    for side in (recipe.width, recipe.height):
+    assert recipe.size.width is not None and recipe.size.height is not None
+    for side in (recipe.size.width, recipe.size.height):
         assert side % 8 == 0 and 64 <= side <= 2048, (spec.name, side)
-    assert recipe.steps is not None and 1 <= recipe.steps <= 150, spec.name
-    assert recipe.cfg is not None and 0 <= recipe.cfg <= 30, spec.name
-    assert recipe.sampler in ALLOWED_SAMPLERS, (spec.name, recipe.sampler)
+    assert recipe.sampling.steps is not None and 1 <= recipe.sampling.steps <= 150, spec.name
+    assert recipe.sampling.cfg is not None and 0 <= recipe.sampling.cfg <= 30, spec.name
+    assert recipe.sampling.sampler in ALLOWED_SAMPLERS, (spec.name, recipe.sampling.sampler)
     assert recipe.model in ALLOWED_MODELS, (spec.name, recipe.model)
 
 
@@ -120,6 +120,6 @@ def test_sdxl_styles_use_sdxl_sizes() -> None:
     for spec in SPECS:
         recipe = spec.recipe(SAMPLE_PROMPT)
         if recipe.model in {"sdxl", "juggernaut-xl"}:
-            assert recipe.width * recipe.height >= 768 * 768, spec.name
+            assert recipe.size.width * recipe.size.height >= 768 * 768, spec.name
         else:
-            assert max(recipe.width, recipe.height) <= 768, spec.name
+            assert max(recipe.size.width, recipe.size.height) <= 768, spec.name

@@ -65,7 +65,7 @@ def test_folder_py_and_toml_styles_and_broken_file(tmp_path: Path):
     spec, recipe = registry.recipe("a windmill", style="oil", type="dutch")
     assert recipe.prompt == "oil painting of a windmill, impasto, rembrandt lighting"
     assert [(lora.name, lora.weight) for lora in recipe.loras] == [("dutch", 0.5)]
-    assert recipe.steps == 30 and spec.source.endswith("oil.toml")
+    assert recipe.sampling.steps == 30 and spec.source.endswith("oil.toml")
     assert registry.route("an oil painting of a pear").name == "oil"
 
 

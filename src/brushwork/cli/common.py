@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def load_api(ctx: typer.Context) -> Any:
     """A Brushwork built from settings; `ctx.obj` holds `--config` given before the command."""
-    from brushwork.api import Brushwork
+    from brushwork.facade import Brushwork
     from brushwork.config import Settings
 
     config = ctx.obj if isinstance(ctx.obj, Path) else None

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from brushwork.cli.common import console, err_console, handle_errors, load_api
+from brushwork.errors import InvalidRequest
+from brushwork.post.png_read import terminal_safe
+
+if TYPE_CHECKING:
+    from brushwork.models.catalog import CatalogEntry, ModelCatalog
 
 
 def _yes_no(value: bool) -> str:
     return "[green]yes[/green]" if value else "[red]no[/red]"
+
+
+def _safe(text: object) -> str:
+    """Text from outside (a file, a user style) made safe for a terminal and for Rich markup."""
+    return escape(terminal_safe(str(text)))
+
+
+def _one_line(text: object) -> str:
+    return " ".join(terminal_safe(str(text)).split())
+
+
+def _describe(exc: BaseException) -> str:
+    from brushwork.errors import BrushworkError
+
+    text = str(exc) if isinstance(exc, BrushworkError) else f"{type(exc).__name__}: {exc}"
+    return _one_line(text)
 
 
 @handle_errors
@@ -25,22 +51,30 @@ def styles(
     registry, catalog = api.styles, api.catalog
     checkpoints = catalog.checkpoints()
     rows = []
+    failures: list[str] = []
     for spec in registry:
+        model: str | None
         try:
             model = spec.recipe("preview").model
-        except Exception as exc:  # a style that cannot even preview is still listed
-            model = f"(error: {exc})"
-        entry = checkpoints.get(model)
+        except Exception as exc:  # a style that cannot even preview is still listed; the reason goes below
+            model = None
+            failures.append(f"style {_one_line(spec.name)!r} cannot make a recipe: {_describe(exc)}")
+        entry = checkpoints.get(model) if model is not None else None
         rows.append((spec, model, entry is not None and catalog.is_installed(entry)))
     if long:
         for spec, model, installed in rows:
-            state = "installed" if installed else "[red]not installed[/red]"
-            console.print(f"[bold]{spec.name}[/bold]  model {model} ({state})  from {spec.source}", highlight=False)
-            console.print(f"  {spec.description}", highlight=False, markup=False)
+            if model is None:
+                shown = "[red](error)[/red]"
+            else:
+                shown = f"{_safe(model)} ({'installed' if installed else '[red]not installed[/red]'})"
+            console.print(f"[bold]{_safe(spec.name)}[/bold]  model {shown}  from {_safe(spec.source)}",
+                          highlight=False)
+            console.print(f"  {terminal_safe(spec.description)}", highlight=False, markup=False)
             if spec.types:
-                console.print("  types: " + ", ".join(f"{k} ({v})" if v else k for k, v in spec.types.items()),
-                              highlight=False, markup=False)
-            console.print("  keywords: " + (", ".join(spec.keywords) or "(none)"), highlight=False, markup=False)
+                types = ", ".join(f"{k} ({v})" if v else k for k, v in spec.types.items())
+                console.print("  types: " + terminal_safe(types), highlight=False, markup=False)
+            console.print("  keywords: " + terminal_safe(", ".join(spec.keywords) or "(none)"),
+                          highlight=False, markup=False)
     else:
         table = Table(title="styles (--style NAME, or --style auto to pick by keywords)")
         table.add_column("name", no_wrap=True)
@@ -48,16 +82,21 @@ def styles(
         table.add_column("types")
         table.add_column("keywords", min_width=16)
         for spec, model, installed in rows:
-            shown = model if installed else f"[red]{model}*[/red]"
-            table.add_row(spec.name, shown, ", ".join(spec.types), ", ".join(spec.keywords))
+            if model is None:
+                shown = Text("(error)", style="red")
+            else:
+                shown = Text(terminal_safe(model) + ("" if installed else "*"), style="" if installed else "red")
+            table.add_row(Text(terminal_safe(spec.name)), shown, Text(terminal_safe(", ".join(spec.types))),
+                          Text(terminal_safe(", ".join(spec.keywords))))
         console.print(table)
     console.print("* model not installed: `brushwork models` says where its file goes; "
                   "any style runs on the built-in demo model with --model demo.", highlight=False)
     console.print(f"user styles folder: {api.settings.resolved_styles_dir}", highlight=False)
-    for note in registry.notes:
-        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for note in [*registry.notes, *failures]:
+        err_console.print(f"[yellow]note:[/yellow] {_safe(_one_line(note))}", highlight=False)
     for error in registry.errors:
-        err_console.print(f"[yellow]skipped[/yellow] {error.source}: {error.message}", highlight=False)
+        err_console.print(f"[yellow]skipped[/yellow] {_safe(error.source)}: {_safe(_one_line(error.message))}",
+                          highlight=False)
 
 
 @handle_errors
@@ -71,12 +110,55 @@ def models(ctx: typer.Context) -> None:
     for name, entry in sorted(catalog.checkpoints().items()):
         installed = catalog.is_installed(entry)
         source = entry.source_label if installed or entry.demo else f"expected: {entry.expected_location}"
-        table.add_row(name, entry.family or "auto", _yes_no(installed), source, entry.description)
+        state = _yes_no(installed)
+        if installed and not entry.demo:
+            problem = _unusable(catalog, entry)
+            if problem:
+                state = f"[red]no[/red] ({escape(problem)})"
+        table.add_row(Text(terminal_safe(name)), entry.family or "auto", state, Text(terminal_safe(source)),
+                      Text(terminal_safe(entry.description)))
     console.print(table)
     for kind in ("lora", "vae"):
         found = catalog.scan(kind)  # type: ignore[arg-type]
         names = ", ".join(found) if found else "(none)"
-        console.print(f"{kind}s: {names}", highlight=False)
+        console.print(f"{kind}s: {terminal_safe(names)}", highlight=False, markup=False)
+
+
+def _unusable(catalog: ModelCatalog, entry: CatalogEntry) -> str | None:
+    """Why an installed checkpoint cannot load, from its header alone (None when it looks usable)."""
+    from brushwork.models.offline_configs import (
+        UnsupportedLayout,
+        detect_family,
+        family_of_pipeline_config,
+        read_checkpoint_shapes,
+    )
+
+    path = entry.path
+    if path is None:  # an HF snapshot: a diffusers folder like any other
+        return None
+    try:
+        if path.is_dir():
+            family_of_pipeline_config(path)
+            return None
+        if path.suffix.lower() != ".safetensors":
+            return None if catalog.settings.allow_pickle else "pickle: set BRUSHWORK_ALLOW_PICKLE=1 or convert"
+        detect_family(read_checkpoint_shapes(path))
+    except UnsupportedLayout as exc:
+        return f"unsupported: {_one_line(exc.what)}"
+    except (ValueError, OSError) as exc:
+        return f"unreadable: {_one_line(exc)}"
+    return None
+
+
+@contextmanager
+def _file_errors_made_safe() -> Iterator[None]:
+    """A message quoting a file's contents (a bad Plan field) must not carry escape sequences either."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        if terminal_safe(exc.message) == exc.message:
+            raise
+        raise InvalidRequest(exc.field, terminal_safe(exc.message)) from None
 
 
 @handle_errors
@@ -85,19 +167,22 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the embedded Plan as JSON.")] = False,
 ) -> None:
     """Show the generation parameters embedded in an image."""
-    from brushwork.errors import InvalidRequest
-    from brushwork.post.metadata import PARAMETERS_KEY, PLAN_KEY, read_plan, read_text_chunks
+    from brushwork.post.metadata import PARAMETERS_KEY, PLAN_KEY, read_plan
+    from brushwork.post.png_read import read_text_chunks
 
-    chunks = read_text_chunks(image)
-    if as_json:
-        console.print_json(read_plan(image).to_json())
-        return
-    if PARAMETERS_KEY not in chunks and PLAN_KEY not in chunks:
-        raise InvalidRequest("image", f"{image.name} has no generation metadata")
-    if PARAMETERS_KEY in chunks:
-        console.print(chunks[PARAMETERS_KEY], highlight=False, markup=False, soft_wrap=True)
-    if PLAN_KEY in chunks:
-        plan = read_plan(image)
-        console.print(f"\nbrushwork plan: style {plan.style}, model {plan.model.name} "
-                      f"(sha256 {plan.model.sha256[:16]}…); `brushwork replay {image}` regenerates it",
-                      highlight=False, soft_wrap=True)
+    with _file_errors_made_safe():
+        chunks = read_text_chunks(image)
+        if as_json:
+            text = json.dumps(json.loads(read_plan(image).to_json()), indent=2, ensure_ascii=False)
+            console.print(terminal_safe(text, for_json=True), highlight=False, markup=False, soft_wrap=True)
+            return
+        if PARAMETERS_KEY not in chunks and PLAN_KEY not in chunks:
+            raise InvalidRequest("image", f"{image.name} has no generation metadata")
+        if PARAMETERS_KEY in chunks:
+            console.print(terminal_safe(chunks[PARAMETERS_KEY]), highlight=False, markup=False, soft_wrap=True)
+        if PLAN_KEY in chunks:
+            plan = read_plan(image)
+            console.print(terminal_safe(
+                f"\nbrushwork plan: style {plan.style}, model {plan.model.name} "
+                f"(sha256 {plan.model.sha256[:16]}…); `brushwork replay {image}` regenerates it"),
+                highlight=False, markup=False, soft_wrap=True)

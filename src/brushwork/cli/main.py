@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from brushwork import __version__
-from brushwork.cli import generate, listing
+from brushwork.cli import generate, listing, upscale
 
 app = typer.Typer(
     name="brushwork",
@@ -39,6 +39,7 @@ app.command()(generate.replay)
 app.command()(listing.styles)
 app.command()(listing.models)
 app.command()(listing.info)
+app.command()(upscale.upscale)
 
 
 def main() -> None:

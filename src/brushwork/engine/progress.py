@@ -1,43 +1,18 @@
-"""Progress reporting and cooperative cancellation for a running generation."""
+"""Step tracking and cooperative cancellation for a running generation.
+
+The event and cancel types are part of the contract (`brushwork.contract.events`)
+because the server sends them across processes; this module turns diffusers'
+per-timestep callbacks into them.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
+from brushwork.contract.events import CancelToken, ProgressCallback, StepEvent
 from brushwork.errors import Cancelled
 
-
-@dataclass(frozen=True)
-class StepEvent:
-    """Reported after every denoising step."""
-
-    step: int  # 1-based, steps completed so far
-    total: int
-    elapsed: float  # seconds since the first step began
-
-    @property
-    def fraction(self) -> float:
-        return self.step / self.total if self.total else 1.0
-
-
-ProgressCallback = Callable[[StepEvent], None]
-
-
-class CancelToken:
-    """Set from any thread; the engine checks it between steps."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
+__all__ = ["CancelToken", "ProgressCallback", "StepEvent", "StepTracker"]
 
 
 class StepTracker:
@@ -45,7 +20,8 @@ class StepTracker:
 
     Second-order samplers (Heun, DPM++ SDE) evaluate the model 2N-1 times for N
     steps; like diffusers' own progress bar, a step counts when a whole solver
-    step is done, so progress never passes N.
+    step is done, so progress never passes N. A Plan with several passes (hires
+    fix) counts on across them, under the stage's name.
     """
 
     def __init__(self, total: int, on_step: ProgressCallback | None, cancel: CancelToken | None) -> None:
@@ -54,10 +30,14 @@ class StepTracker:
         self.cancel = cancel
         self.started = time.perf_counter()
         self.completed = 0
+        self.stage = "generate"
 
-    def begin(self) -> None:
-        """Start the clock at the first step, so it/s excludes model loading."""
-        self.started = time.perf_counter()
+    def begin(self, stage: str = "generate") -> None:
+        """Start a stage; the clock starts at the first one, so it/s excludes model loading."""
+        if stage == "generate":
+            self.started = time.perf_counter()
+        self.stage = stage
+        self.check_cancelled()
 
     def check_cancelled(self) -> None:
         if self.cancel is not None and self.cancel.cancelled:
@@ -68,5 +48,5 @@ class StepTracker:
         if index == timesteps - 1 or (index + 1) % order == 0:
             self.completed = min(self.completed + 1, self.total)
             if self.on_step is not None:
-                self.on_step(StepEvent(self.completed, self.total, time.perf_counter() - self.started))
+                self.on_step(StepEvent(self.completed, self.total, time.perf_counter() - self.started, self.stage))
         self.check_cancelled()

@@ -165,6 +165,20 @@ class ModelCatalog:
             entries[name] = self._from_source(name, source)
         return entries
 
+    def entry_for_path(self, path: Path) -> CatalogEntry:
+        """A checkpoint named by path (`--model ./x.safetensors`), hashed and recorded like any other."""
+        path = path.expanduser()
+        if not path.exists():
+            raise InvalidRequest("model", f"{str(path)!r} is neither a catalog name nor an existing file or folder")
+        path = path.resolve()
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            raise InvalidRequest("model", f"folder {str(path)!r} is not a diffusers pipeline (no model_index.json)")
+        if path.is_file() and path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise InvalidRequest("model", f"{path.name} is not a weights file ({', '.join(WEIGHT_SUFFIXES)})")
+        name = path.name if path.is_dir() else path.stem
+        return CatalogEntry(name, "checkpoint", None, path=path, description="given by path",
+                            expected_location=str(path))
+
     # -- lookup ------------------------------------------------------------------
 
     def get(self, name: str) -> CatalogEntry:

@@ -38,6 +38,8 @@ __all__ = [
     "read_checkpoint_shapes",
     "materialize_config_dir",
     "family_of_pipeline_config",
+    "UnsupportedLayout",
+    "check_against_config",
 ]
 
 
@@ -90,8 +92,16 @@ def shipped_config_dir(family: Family) -> Path:
     return Path(__file__).resolve().parent / "configs" / family
 
 
-def _unsupported(what: str) -> ValueError:
-    return ValueError(f"unsupported checkpoint layout: {what}. Supported: {_SUPPORTED}.")
+class UnsupportedLayout(ValueError):
+    """A readable checkpoint of a kind brushwork does not run; `what` names the kind."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"unsupported checkpoint layout: {what}. Supported: {_SUPPORTED}.")
+        self.what = what
+
+
+def _unsupported(what: str) -> UnsupportedLayout:
+    return UnsupportedLayout(what)
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -200,7 +210,8 @@ def _safe_open(path: Path):  # type: ignore[no-untyped-def]
         # "numpy" keeps torch out of the import graph; only the header is read.
         return safe_open(str(path), framework="numpy")
     except Exception as exc:  # SafetensorError, OSError
-        raise ValueError(f"{path} is not a readable .safetensors file: {exc}") from exc
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"not a readable .safetensors file ({reason})") from None
 
 
 def read_checkpoint_keys(path: Path) -> list[str]:
@@ -321,3 +332,222 @@ def family_of_pipeline_config(folder: Path) -> Family:
             return family
     supported = ", ".join(f"{name} ({fam})" for fam, name in PIPELINE_CLASS_BY_FAMILY.items())
     raise ValueError(f"unsupported pipeline class {class_name!r} in {index}; supported: {supported}")
+
+
+# ---------------------------------------------------------------- shapes against configs
+
+FAMILY_LABELS: dict[Family, str] = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+LDM_VAE_PREFIX = "first_stage_model."
+_CLIP_PREFIXES: dict[Family, tuple[str, ...]] = {
+    "sd15": ("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."),
+    "sdxl": ("conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.0.transformer."),
+}
+OPEN_CLIP_SDXL_PREFIX = "conditioner.embedders.1.model."
+
+# (component, what, value in the file, value in the config); a file value of None is not checked.
+_Fact = tuple[str, str, Any, Any]
+
+
+def _dims(shapes: Mapping[str, Any], key: str) -> tuple[int, ...] | None:
+    return _shape(shapes[key]) if key in shapes else None
+
+
+def _dim(shapes: Mapping[str, Any], key: str, axis: int) -> int | None:
+    shape = _dims(shapes, key)
+    return shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+
+
+def _known(count: int) -> int | None:
+    """A block count read from key names; 0 means the file says nothing (not checked)."""
+    return count or None
+
+
+def count_blocks(names: Iterable[str], prefix: str) -> int:
+    """How many numbered blocks (`prefix0.`, `prefix1.`, ...) the key names hold: highest index + 1."""
+    indices = {int(part) for name in names if name.startswith(prefix)
+               for part in [name[len(prefix):].split(".", 1)[0]] if part.isdigit()}
+    return max(indices) + 1 if indices else 0
+
+
+def _per_level(value: Any, levels: int) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * levels
+
+
+def _read_config(config_dir: Path, sub: str) -> dict[str, Any] | None:
+    path = config_dir / sub / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def _clip_prefix(names: set[str], family: Family) -> str | None:
+    for prefix in _CLIP_PREFIXES[family]:
+        if prefix + "embeddings.token_embedding.weight" in names:
+            return prefix
+    return None
+
+
+def _clip_facts(shapes: Mapping[str, Any], prefix: str, cfg: Mapping[str, Any], component: str) -> list[_Fact]:
+    tok = prefix + "embeddings.token_embedding.weight"
+    return [
+        (component, "width", _dim(shapes, tok, 1), cfg.get("hidden_size")),
+        (component, "vocabulary size", _dim(shapes, tok, 0), cfg.get("vocab_size")),
+        (component, "positions", _dim(shapes, prefix + "embeddings.position_embedding.weight", 0),
+         cfg.get("max_position_embeddings")),
+        (component, "layers", _known(count_blocks(shapes, prefix + "encoder.layers.")),
+         cfg.get("num_hidden_layers")),
+        (component, "MLP width", _dim(shapes, prefix + "encoder.layers.0.mlp.fc1.weight", 0),
+         cfg.get("intermediate_size")),
+    ]
+
+
+def _open_clip_facts(shapes: Mapping[str, Any], prefix: str, cfg: Mapping[str, Any], component: str) -> list[_Fact]:
+    tok = prefix + "token_embedding.weight"
+    return [
+        (component, "width", _dim(shapes, tok, 1), cfg.get("hidden_size")),
+        (component, "vocabulary size", _dim(shapes, tok, 0), cfg.get("vocab_size")),
+        (component, "positions", _dim(shapes, prefix + "positional_embedding", 0), cfg.get("max_position_embeddings")),
+        (component, "layers", _known(count_blocks(shapes, prefix + "transformer.resblocks.")),
+         cfg.get("num_hidden_layers")),
+        (component, "MLP width", _dim(shapes, prefix + "transformer.resblocks.0.mlp.c_fc.weight", 0),
+         cfg.get("intermediate_size")),
+        (component, "projection width", _dim(shapes, prefix + "text_projection", 1), cfg.get("projection_dim")),
+    ]
+
+
+def _unet_levels(shapes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The down path of an LDM UNet: per resolution level, its width, resnet count and transformer depth."""
+    prefix = UNET_PREFIX + "input_blocks."
+    levels: list[dict[str, Any]] = [{"width": None, "resnets": 0, "depth": 0}]
+    for index in range(1, count_blocks(shapes, prefix)):
+        block = f"{prefix}{index}."
+        if block + "0.op.weight" in shapes:  # a downsampler closes the level
+            levels.append({"width": None, "resnets": 0, "depth": 0})
+            continue
+        level = levels[-1]
+        level["resnets"] += 1
+        if level["width"] is None:
+            level["width"] = _dim(shapes, block + "0.in_layers.2.weight", 0)
+        depth = count_blocks(shapes, block + "1.transformer_blocks.")
+        level["depth"] = max(level["depth"], depth)
+    return levels
+
+
+def _unet_facts(shapes: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[_Fact]:
+    u = UNET_PREFIX
+    if u + "input_blocks.0.0.weight" not in shapes:
+        return []
+    levels = _unet_levels(shapes)
+    widths = list(cfg.get("block_out_channels") or [])
+    n = len(widths)
+    down_types = list(cfg.get("down_block_types") or [])
+    depth_cfg = _per_level(cfg.get("transformer_layers_per_block", 1), n)
+    attention = [depth_cfg[i] if i < len(down_types) and "CrossAttn" in down_types[i] else 0 for i in range(n)]
+    attn2 = next((k for k in sorted(shapes) if k.startswith(u) and k.endswith(".attn2.to_k.weight")), None)
+    proj_in = next((k for k in sorted(shapes) if k.startswith(u) and k.endswith(".proj_in.weight")), None)
+    cross = cfg.get("cross_attention_dim")
+    time_dim = cfg.get("time_embedding_dim") or (widths[0] * 4 if widths else None)
+    added = cfg.get("projection_class_embeddings_input_dim") if cfg.get("addition_embed_type") == "text_time" else 0
+    mid_depth = count_blocks(shapes, u + "middle_block.1.transformer_blocks.")
+    facts: list[_Fact] = [
+        ("UNet", "input channels", _dim(shapes, u + "input_blocks.0.0.weight", 1), cfg.get("in_channels")),
+        ("UNet", "output channels", _dim(shapes, u + "out.2.weight", 0), cfg.get("out_channels")),
+        ("UNet", "widths per level", [lv["width"] for lv in levels], widths),
+        ("UNet", "blocks per level", [lv["resnets"] for lv in levels], _per_level(cfg.get("layers_per_block"), n)),
+        ("UNet", "transformer depth per level", [lv["depth"] for lv in levels], attention),
+        ("UNet", "middle transformer depth", mid_depth if mid_depth else None,
+         depth_cfg[-1] if cfg.get("mid_block_type", "UNetMidBlock2DCrossAttn") == "UNetMidBlock2DCrossAttn" else 0),
+        ("UNet", "time embedding width", _dim(shapes, u + "time_embed.0.weight", 0), time_dim),
+        ("UNet", "added-conditions width", _dim(shapes, u + "label_emb.0.0.weight", 1) or 0, added or 0),
+    ]
+    if attn2 is not None and isinstance(cross, int):
+        facts.append(("UNet", "cross-attention width", _dim(shapes, attn2, 1), cross))
+    if proj_in is not None:
+        linear = len(_shape(shapes[proj_in])) == 2
+        facts.append(("UNet", "attention projection", "linear" if linear else "1x1 convolution",
+                      "linear" if cfg.get("use_linear_projection") else "1x1 convolution"))
+    return facts
+
+
+def vae_facts(shapes: Mapping[str, Any], cfg: Mapping[str, Any], prefix: str = LDM_VAE_PREFIX) -> list[_Fact]:
+    """What a VAE's config fixes about its tensor shapes, read from LDM-layout keys under `prefix`."""
+    if prefix + "decoder.conv_in.weight" not in shapes:
+        return []
+    down = prefix + "encoder.down."
+    widths = [_dim(shapes, f"{down}{i}.block.0.conv1.weight", 0) for i in range(count_blocks(shapes, down))]
+    return [
+        ("VAE", "latent channels", _dim(shapes, prefix + "decoder.conv_in.weight", 1), cfg.get("latent_channels")),
+        ("VAE", "image channels", _dim(shapes, prefix + "encoder.conv_in.weight", 1), cfg.get("in_channels")),
+        ("VAE", "widths per level", widths or None, list(cfg.get("block_out_channels") or [])),
+        ("VAE", "blocks per level", _known(count_blocks(shapes, down + "0.block.")), cfg.get("layers_per_block")),
+    ]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "/".join("?" if v is None else str(v) for v in value)
+    return str(value)
+
+
+def _config_label(config_dir: Path, family: Family) -> str:
+    shipped = shipped_config_dir(family)
+    if Path(config_dir).resolve() == shipped.resolve() or (Path(config_dir) / _STAMP_NAME).is_file():
+        return f"{FAMILY_LABELS[family]}'s standard config"
+    return f"the config folder {config_dir}"
+
+
+def mismatches(facts: Iterable[_Fact]) -> list[_Fact]:
+    """The facts whose file value is known and differs from the config's."""
+    return [fact for fact in facts if fact[2] is not None and fact[3] is not None and fact[2] != fact[3]]
+
+
+def describe_mismatch(found: list[_Fact], where: str) -> str:
+    """One line: the first mismatch in full, and which other components also differ."""
+    component, what, in_file, in_config = found[0]
+    message = f"{component} {what} {_fmt(in_file)} does not match {_fmt(in_config)} in {where}"
+    others = sorted({fact[0] for fact in found} - {component})
+    if others:
+        message += f" (also mismatched: {', '.join(others)})"
+    return message
+
+
+def check_against_config(shapes: Mapping[str, Any], config_dir: Path, family: Family) -> None:
+    """Refuse a single-file checkpoint whose tensors cannot fill the pipeline `config_dir` describes.
+
+    Compares what fixes every tensor's shape, per component: text encoder(s)
+    width/depth/vocabulary/positions/MLP/projection, UNet channels, widths and
+    blocks per level, transformer depths, cross-attention width, projection
+    kind and added conditions, VAE latent channels and widths. diffusers
+    would otherwise fail deep inside loading with a bare size mismatch (or,
+    for depths, silently drop layers). Raises ValueError naming the component.
+    """
+    config_dir = Path(config_dir)
+    config_family = family_of_pipeline_config(config_dir)
+    where = _config_label(config_dir, family)
+    if config_family != family:
+        raise ValueError(f"the file holds an {FAMILY_LABELS[family]} model but {where} describes "
+                         f"{FAMILY_LABELS[config_family]}")
+    names = set(shapes)
+    facts: list[_Fact] = []
+    clip_prefix = _clip_prefix(names, family)
+    text_cfg = _read_config(config_dir, "text_encoder")
+    if clip_prefix is not None and text_cfg is not None:
+        facts += _clip_facts(shapes, clip_prefix, text_cfg, "text encoder")
+    text2_cfg = _read_config(config_dir, "text_encoder_2")
+    if family == "sdxl" and text2_cfg is not None:
+        facts += _open_clip_facts(shapes, OPEN_CLIP_SDXL_PREFIX, text2_cfg, "second text encoder")
+    unet_cfg = _read_config(config_dir, "unet")
+    if unet_cfg is not None:
+        facts += _unet_facts(shapes, unet_cfg)
+    vae_cfg = _read_config(config_dir, "vae")
+    if vae_cfg is not None:
+        facts += vae_facts(shapes, vae_cfg)
+    found = mismatches(facts)
+    if found:
+        hint = ("a fine-tune with other sizes needs a diffusers config folder that matches it (models.NAME.config)"
+                if "standard config" in where else "use a config folder that matches this file")
+        raise ValueError(f"{describe_mismatch(found, where)}; {hint}")

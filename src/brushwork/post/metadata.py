@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from brushwork.errors import InvalidRequest
 from brushwork.contract.version import DEMO_NOTE, VERSION
+from brushwork.contract.samplers import a1111_fields
 from brushwork.plan import Plan
+from brushwork.post.png_read import read_text_chunks
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
@@ -28,25 +30,70 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
 
 
-def a1111_parameters(plan: Plan, index: int = 0) -> str:
-    """The A1111 `parameters` text for image `index` of `plan`."""
-    fields: list[tuple[str, str]] = [
+def _sampling_fields(plan: Plan, index: int) -> list[tuple[str, str]]:
+    sampler, schedule = a1111_fields(plan.sampler)
+    return [
         ("Steps", str(plan.steps)),
-        ("Sampler", plan.sampler),
-        ("Schedule type", plan.schedule),
+        ("Sampler", sampler),
+        ("Schedule type", schedule),
         ("CFG scale", f"{plan.cfg:g}"),
         ("Seed", str(plan.seeds[index])),
         ("Size", f"{plan.width}x{plan.height}"),
         ("Model hash", plan.model.short_hash),
         ("Model", plan.model.name),
     ]
+
+
+def _mode_fields(plan: Plan) -> list[tuple[str, str]]:
+    """A1111's keys for img2img, inpainting, hires fix, ControlNet (sd-webui-controlnet) and extras."""
+    fields: list[tuple[str, str]] = []
+    if plan.init is not None and plan.init.init_image is not None:
+        fields += [("Denoising strength", f"{plan.init.strength:g}"), ("Init image hash", plan.init.init_image.short)]
+        if plan.init.resize_mode != "just_resize":
+            fields.append(("Resize mode", (plan.init.resize_mode or "").replace("_", " ").capitalize()))
+    if plan.mask is not None and plan.mask.mask_image is not None:
+        fields += [("Mask blur", str(plan.mask.mask_blur)), ("Mask hash", plan.mask.mask_image.short)]
+        if plan.mask.invert_mask:
+            fields.append(("Mask mode", "Inpaint not masked"))
+        if plan.mask.masked_content != "original":
+            fields.append(("Masked content", (plan.mask.masked_content or "").replace("_", " ")))
+        if plan.mask.inpaint_area == "masked":
+            fields += [("Inpaint area", "Only masked"), ("Masked area padding", str(plan.mask.inpaint_padding))]
+    if plan.outpaint is not None:
+        fields.append(("Outpaint", "left {}, right {}, up {}, down {}".format(*plan.outpaint.sides())))
+    if plan.hires is not None:
+        fields += [("Denoising strength", f"{plan.hires.hr_denoise:g}"), ("Hires upscale", f"{plan.hires.hr_scale:g}")]
+        if plan.hires.hr_steps:
+            fields.append(("Hires steps", str(plan.hires.hr_steps)))
+        fields.append(("Hires upscaler", plan.hires.hr_upscaler or ""))
+    for number, unit in enumerate(plan.controls):
+        parts = [f"Module: {unit.preprocessor}", f"Model: {unit.model} [{(unit.sha256 or '')[:8]}]",
+                 f"Weight: {unit.scale:g}", f"Guidance Start: {unit.start:g}", f"Guidance End: {unit.end:g}"]
+        if unit.preprocessor == "canny":
+            parts += [f"Threshold A: {unit.low_threshold}", f"Threshold B: {unit.high_threshold}"]
+        fields.append((f"ControlNet {number}", ", ".join(parts)))
+    if plan.post is not None:
+        for number, step in enumerate(plan.post.upscale or ()):
+            suffix = "" if number == 0 else f" {number + 1}"
+            fields += [(f"Postprocess upscaler{suffix}", step.upscaler), (f"Postprocess upscale by{suffix}", f"{step.scale:g}")]
+        if plan.post.resize_to is not None:
+            fields.append(("Postprocess resize to", "{}x{}".format(*plan.post.resize_to)))
+    return fields
+
+
+def a1111_parameters(plan: Plan, index: int = 0, filtered: bool = False) -> str:
+    """The A1111 `parameters` text for image `index` of `plan`."""
+    fields = _sampling_fields(plan, index)
     if plan.vae is not None:
         fields += [("VAE hash", plan.vae.short_hash), ("VAE", plan.vae.name)]
     if plan.clip_skip > 1:
         fields.append(("Clip skip", str(plan.clip_skip)))
+    fields += _mode_fields(plan)
     if plan.loras:
         fields.append(("Lora hashes", ", ".join(f"{r.name}: {r.short_hash}" for r in plan.loras)))
     fields.append(("Style", plan.style + (f" ({plan.style_type})" if plan.style_type else "")))
+    if filtered:
+        fields.append(("Safety filter", "blocked"))
     if plan.model.demo:
         fields.append(("Note", DEMO_NOTE))
     fields.append(("Version", f"brushwork {VERSION}"))
@@ -60,28 +107,14 @@ def a1111_parameters(plan: Plan, index: int = 0) -> str:
     return "\n".join(lines)
 
 
-def png_info(plan: Plan, index: int = 0) -> PngInfo:
+def png_info(plan: Plan, index: int = 0, filtered: bool = False) -> PngInfo:
     """PNG text chunks for image `index`: its own single-image Plan plus A1111 text."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_itxt(PARAMETERS_KEY, a1111_parameters(plan, index))
+    info.add_itxt(PARAMETERS_KEY, a1111_parameters(plan, index, filtered))
     info.add_itxt(PLAN_KEY, plan.single(index).to_json())
     return info
-
-
-def read_text_chunks(path: Path) -> dict[str, str]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return {k: v for k, v in img.info.items() if isinstance(v, str)}
-    except FileNotFoundError:
-        raise InvalidRequest("image", f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidRequest("image", f"{path} is a folder, not an image file") from None
-    except UnidentifiedImageError:
-        raise InvalidRequest("image", f"{path} is not an image") from None
 
 
 def read_plan(path: Path) -> Plan:

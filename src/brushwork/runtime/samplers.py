@@ -1,9 +1,8 @@
-"""A1111 sampler names → diffusers schedulers.
+"""Canonical sampler ids → diffusers schedulers.
 
-Users know samplers by AUTOMATIC1111's names ("DPM++ 2M Karras"); diffusers
-knows scheduler classes plus config flags. This table is the one place that
-maps between them. Lookup is case-insensitive and accepts snake_case aliases
-("dpm++_2m_karras", "euler_a"). Pure data: no torch import until `build`.
+The names live in the contract (`brushwork.contract.samplers`); this is the
+one place that knows which diffusers scheduler class and flags each one
+means. Pure data: no torch import until `build`.
 """
 
 from __future__ import annotations
@@ -11,16 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from brushwork.errors import NotFound
+from brushwork.contract.samplers import SAMPLERS, canonical_sampler
 
 
 @dataclass(frozen=True)
-class SamplerSpec:
-    """One A1111 sampler: its display name split into sampler + schedule type."""
+class SchedulerSpec:
+    """How to build one sampler in diffusers."""
 
-    name: str
-    sampler: str
-    schedule: str
+    name: str  # canonical id
     scheduler_class: str
     options: dict[str, Any] = field(default_factory=dict)
     per_image_noise_seed: bool = False  # Brownian-tree SDE samplers take one seed per image
@@ -38,59 +35,25 @@ class SamplerSpec:
 
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 
-SAMPLERS: tuple[SamplerSpec, ...] = (
-    SamplerSpec("Euler a", "Euler a", "Automatic", "EulerAncestralDiscreteScheduler"),
-    SamplerSpec("Euler", "Euler", "Automatic", "EulerDiscreteScheduler"),
-    SamplerSpec(
-        "DPM++ 2M", "DPM++ 2M", "Automatic", "DPMSolverMultistepScheduler",
-        {**_DPMPP, "use_karras_sigmas": False},
-    ),
-    SamplerSpec(
-        "DPM++ 2M Karras", "DPM++ 2M", "Karras", "DPMSolverMultistepScheduler",
-        {**_DPMPP, "use_karras_sigmas": True},
-    ),
-    SamplerSpec(
-        "DPM++ SDE Karras", "DPM++ SDE", "Karras", "DPMSolverSDEScheduler",
-        {"use_karras_sigmas": True}, per_image_noise_seed=True,
-    ),
-    SamplerSpec("DDIM", "DDIM", "Automatic", "DDIMScheduler"),
-    SamplerSpec("LMS", "LMS", "Automatic", "LMSDiscreteScheduler"),
-    SamplerSpec("Heun", "Heun", "Automatic", "HeunDiscreteScheduler"),
-    SamplerSpec("UniPC", "UniPC", "Automatic", "UniPCMultistepScheduler"),
-    SamplerSpec("LCM", "LCM", "Automatic", "LCMScheduler"),
-)
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    spec.name: spec
+    for spec in (
+        SchedulerSpec("Euler a", "EulerAncestralDiscreteScheduler"),
+        SchedulerSpec("Euler", "EulerDiscreteScheduler"),
+        SchedulerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {**_DPMPP, "use_karras_sigmas": False}),
+        SchedulerSpec("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**_DPMPP, "use_karras_sigmas": True}),
+        SchedulerSpec("DPM++ SDE Karras", "DPMSolverSDEScheduler", {"use_karras_sigmas": True},
+                      per_image_noise_seed=True),
+        SchedulerSpec("DDIM", "DDIMScheduler"),
+        SchedulerSpec("LMS", "LMSDiscreteScheduler"),
+        SchedulerSpec("Heun", "HeunDiscreteScheduler"),
+        SchedulerSpec("UniPC", "UniPCMultistepScheduler"),
+        SchedulerSpec("LCM", "LCMScheduler"),
+    )
+}
+assert set(SCHEDULERS) == set(SAMPLERS), "every contract sampler needs a scheduler"
 
 
-def snake_case(name: str) -> str:
-    """'DPM++ 2M Karras' → 'dpm++_2m_karras'; 'Euler a' → 'euler_a'."""
-    return "_".join(name.lower().split())
-
-
-def _index() -> dict[str, SamplerSpec]:
-    table: dict[str, SamplerSpec] = {}
-    for spec in SAMPLERS:
-        table[spec.name.lower()] = spec
-        table[snake_case(spec.name)] = spec
-    return table
-
-
-def sampler_names() -> list[str]:
-    return [s.name for s in SAMPLERS]
-
-
-def get_sampler(name: str) -> SamplerSpec:
-    """Find a sampler by A1111 name or snake_case alias, case-insensitively."""
-    key = " ".join(name.strip().lower().replace("-", " ").split())
-    table = _index()
-    spec = table.get(key) or table.get(snake_case(key)) or table.get(key.replace("_", " "))
-    if spec is None:
-        raise NotFound("sampler", name, sampler_names())
-    return spec
-
-
-def from_plan(sampler: str, schedule: str) -> SamplerSpec:
-    """The sampler a Plan names by (sampler, schedule), e.g. ('DPM++ 2M', 'Karras')."""
-    for spec in SAMPLERS:
-        if spec.sampler == sampler and spec.schedule == schedule:
-            return spec
-    raise NotFound("sampler", f"{sampler} ({schedule})", sampler_names())
+def scheduler_for(name: str) -> SchedulerSpec:
+    """The diffusers recipe for a sampler (canonical id, A1111 name or alias)."""
+    return SCHEDULERS[canonical_sampler(name)]

@@ -21,6 +21,10 @@ def _next_number(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+def _filtered(result: Result, index: int) -> bool:
+    return index < len(result.filtered) and result.filtered[index]
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -35,7 +39,7 @@ class LocalStorage:
                 number += 1
                 try:
                     with path.open("xb") as fh:
-                        image.save(fh, format="PNG", pnginfo=png_info(result.plan, index))
+                        image.save(fh, format="PNG", pnginfo=png_info(result.plan, index, _filtered(result, index)))
                     break
                 except FileExistsError:
                     continue

@@ -7,10 +7,13 @@ no registry is ever filled by import order.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from brushwork.plan import NAME_PATTERN
 from brushwork.styles.recipe import Recipe
 
 STYLE_ATTRIBUTE = "__brushwork_style__"
@@ -60,8 +63,10 @@ def style(
     function receives the chosen one as its ``type`` keyword argument.
     """
     clean_name = name.strip().lower()
-    if not clean_name or not clean_name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"style name {name!r} must be letters, digits, '-' or '_'")
+    for what, value in [("style name", clean_name), *(("type name", t) for t in (types or {}))]:
+        if not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError(f"{what} {value!r} must be 1-64 lowercase letters, digits, '-' or '_' "
+                             "(it becomes part of file names)")
 
     def decorate(fn: Callable[..., Recipe]) -> Callable[..., Recipe]:
         spec = StyleSpec(
