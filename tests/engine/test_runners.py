@@ -14,35 +14,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from brushwork.contract.events import CancelToken
 from brushwork.contract.validation import planned_steps
 from brushwork.engine.runners.base import RUNNERS
 from brushwork.errors import Cancelled
 from brushwork.plan import Plan
+from brushwork.testing.images import picture, square_mask
 
 BASE = {"steps": 3, "width": 64, "height": 64, "sampler": "Euler a", "cfg": 5.0}
 
 
 def px(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def picture(size: tuple[int, int] = (64, 64)) -> Image.Image:
-    """A deterministic input photo: a gradient with a bright square (edges for canny)."""
-    x = np.linspace(0, 255, size[0], dtype=np.uint8)
-    y = np.linspace(0, 255, size[1], dtype=np.uint8)
-    rgb = np.stack([np.tile(x, (size[1], 1)), np.tile(y[:, None], (1, size[0])), np.full(size[::-1], 90, np.uint8)], -1)
-    image = Image.fromarray(rgb)
-    ImageDraw.Draw(image).rectangle([size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2], fill=(250, 250, 250))
-    return image
-
-
-def square_mask(size: tuple[int, int] = (64, 64)) -> Image.Image:
-    mask = Image.new("L", size, 0)
-    ImageDraw.Draw(mask).rectangle([16, 16, 47, 47], fill=255)
-    return mask
 
 
 @dataclass(frozen=True)
