@@ -71,8 +71,8 @@ def _load_diffusers(model_dir: Path) -> Any:
 
 
 def compare(model_dir: Path, home: Path, images: int = 4, steps: int = 8, size: int = 256) -> Comparison:
-    from brushwork.facade import Brushwork
     from brushwork.config import ModelSource, Settings
+    from brushwork.facade import Brushwork
     from brushwork.styles.recipe import Recipe
     from brushwork.styles.registry import StyleRegistry
     from brushwork.styles.spec import StyleSpec

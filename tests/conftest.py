@@ -44,9 +44,18 @@ class TinyModels:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    from brushwork.testing.controlnets import save_controlnet, save_controlnet_single_file, tiny_controlnet
+    from brushwork.testing.controlnets import (
+        save_controlnet,
+        save_controlnet_single_file,
+        tiny_controlnet,
+    )
     from brushwork.testing.factories import (
-        save_pipeline, save_single_file, save_tiny_lora, save_tiny_vae, tiny_sd15_pipeline, tiny_sdxl_pipeline,
+        save_pipeline,
+        save_single_file,
+        save_tiny_lora,
+        save_tiny_vae,
+        tiny_sd15_pipeline,
+        tiny_sdxl_pipeline,
     )
     from brushwork.testing.upscalers import save_tiny_esrgan
 

@@ -37,3 +37,43 @@ def test_python_api_example_runs(tiny_models, tmp_path: Path, monkeypatch: pytes
     assert "cars DPM++ 2M Karras (7,)" in out and "step 3/3" in out
     assert np.array_equal(np.asarray(namespace["image"]), np.asarray(namespace["again"].images[0]))
     assert Path(namespace["paths"][0]).parent == tmp_path / "out"
+
+
+def _mode_commands() -> list[list[str]]:
+    import shlex
+
+    start = README.index("## Image modes")
+    section = README[start:README.index("\n## ", start + 1)]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith(".venv/bin/brushwork "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_image_mode_commands_run_as_written(tiny_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from typer.testing import CliRunner
+
+    from brushwork.cli.main import app
+
+    commands = _mode_commands()
+    assert commands[0] == ["demo-files"] and len(commands) >= 10
+    assert {c[0] for c in commands} == {"demo-files", "generate", "upscale"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BRUSHWORK_HOME", str(tiny_models.home))  # the demo model is built there once
+    monkeypatch.setenv("BRUSHWORK_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("BRUSHWORK_STYLES_DIR", str(tmp_path / "styles"))
+    runner = CliRunner()
+    for args in commands:
+        fast = ["--steps", "2"] if args[0] == "generate" else []  # the last --steps wins: keep the suite quick
+        result = runner.invoke(app, args + fast)
+        assert result.exit_code == 0, (args, result.output)
+    assert len(list((tmp_path / "outputs").glob("*.png"))) == sum(c[0] == "generate" for c in commands)
+    assert len(list((tmp_path / "outputs" / "upscaled").glob("*.png"))) == 1
+    start = README.index("## Image modes")
+    (example,) = re.findall(r"```python\n(.*?)```", README[start:README.index("\n## ", start + 1)], flags=re.S)
+    namespace: dict[str, object] = {}
+    exec(compile(example.replace("seed=3,", "seed=3, steps=2,"), "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.plan.mode == "inpaint" and result.plan.controls[0].model == "demo-canny"  # type: ignore[attr-defined]

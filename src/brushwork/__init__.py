@@ -6,14 +6,19 @@ device probing, no registry filling.
 
 from __future__ import annotations
 
-from brushwork.contract.version import VERSION as __version__
-
 from brushwork.contract.assets import AssetRef
 from brushwork.contract.events import CancelToken
-from brushwork.facade import Brushwork
-from brushwork.errors import BrushworkError, Cancelled, InvalidRequest, ModelUnavailable, NotFound
-from brushwork.plan import GenerationRequest, Plan, Result
 from brushwork.contract.params import ControlUnit, UpscaleStep
+from brushwork.contract.version import VERSION as __version__
+from brushwork.errors import (
+    BrushworkError,
+    Cancelled,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+)
+from brushwork.facade import Brushwork
+from brushwork.plan import GenerationRequest, Plan, Result
 from brushwork.styles.recipe import LoraRef, Recipe
 from brushwork.styles.spec import style
 

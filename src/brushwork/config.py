@@ -13,7 +13,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,8 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from brushwork.errors import InvalidRequest
 from brushwork.contract.families import Family
+from brushwork.errors import InvalidRequest
 
 _config_file: ContextVar[Path | None] = ContextVar("brushwork_config_file", default=None)
 

@@ -31,7 +31,6 @@ from brushwork.contract.params import (
     Post,
     Sampling,
     Size,
-    UpscaleStep,
     merge,
 )
 from brushwork.contract.samplers import canonical_sampler
@@ -45,7 +44,15 @@ from brushwork.contract.validation import (
 from brushwork.errors import InvalidRequest, NotFound
 from brushwork.models.catalog import CatalogEntry, Kind, ModelCatalog
 from brushwork.models.hashing import WEIGHT_SUFFIXES, lora_short_hash, short_hash
-from brushwork.plan import SEED_MAX, AdapterRef, GenerationRequest, Mode, ModelRef, Plan, invalid_from_validation
+from brushwork.plan import (
+    SEED_MAX,
+    AdapterRef,
+    GenerationRequest,
+    Mode,
+    ModelRef,
+    Plan,
+    invalid_from_validation,
+)
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
 
@@ -149,10 +156,11 @@ class Resolver:
         raise NotFound("model", name, checkpoints)
 
     def model_ref(self, entry: CatalogEntry, by_path: bool = False) -> ModelRef:
-        from brushwork.models.loading import family_of
+        from brushwork.models.loading import check_shapes, family_of
 
         path = self.catalog.locate(entry)
         family = family_of(path, entry.family)
+        check_shapes(path, entry.config)  # a fine-tune with other sizes is refused now, not deep in diffusers
         sha = self.catalog.sha256(path)
         return ModelRef(name=entry.name, family=family, sha256=sha, short_hash=short_hash(sha),
                         demo=entry.demo, path=str(path) if by_path else None)

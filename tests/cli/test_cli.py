@@ -11,20 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from brushwork.cli.main import app
 from brushwork.post.metadata import PARAMETERS_KEY, read_text_chunks
-
-
-@pytest.fixture
-def cli(tiny_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("BRUSHWORK_HOME", str(tiny_models.home))
-    monkeypatch.setenv("BRUSHWORK_MODELS_DIR", str(tiny_models.models_dir))
-    monkeypatch.setenv("BRUSHWORK_STYLES_DIR", str(tmp_path / "styles"))
-    monkeypatch.setenv("BRUSHWORK_OUTPUT_DIR", str(tmp_path / "out"))
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
 
 
 def _png(output: str) -> Path:

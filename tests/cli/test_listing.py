@@ -18,17 +18,6 @@ from brushwork.cli.main import app
 CONTROL = ("\x1b", "\x07", "\x9b", "\x08", "\r")
 
 
-@pytest.fixture
-def cli(tiny_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("BRUSHWORK_HOME", str(tiny_models.home))
-    monkeypatch.setenv("BRUSHWORK_MODELS_DIR", str(tiny_models.models_dir))
-    monkeypatch.setenv("BRUSHWORK_STYLES_DIR", str(tmp_path / "styles"))
-    monkeypatch.setenv("BRUSHWORK_OUTPUT_DIR", str(tmp_path / "out"))
-    monkeypatch.setenv("COLUMNS", "250")  # wide tables: one row per line
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
-
-
 def _no_control(text: str) -> None:
     found = [c for c in CONTROL if c in text]
     assert not found, f"control characters reached the terminal: {found}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brushwork.facade import Brushwork
 from brushwork.engine.progress import CancelToken
 from brushwork.errors import Cancelled, ModelUnavailable
+from brushwork.facade import Brushwork
 from brushwork.post.metadata import a1111_parameters
 from brushwork.styles.recipe import LoraRef, Recipe
 from brushwork.styles.registry import StyleRegistry

@@ -9,7 +9,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 import pytest
 
 from brushwork.models import offline_configs as oc

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from brushwork.contract.samplers import (
+    SAMPLERS,
+    a1111_fields,
+    canonical_sampler,
+    from_a1111,
+    snake_case,
+)
 from brushwork.errors import NotFound
-from brushwork.contract.samplers import SAMPLERS, a1111_fields, canonical_sampler, from_a1111, snake_case
 from brushwork.runtime.samplers import scheduler_for
 from brushwork.testing.factories import SD_SCHEDULER_CONFIG
 

@@ -21,8 +21,12 @@ from typing import Any
 import pytest
 import torch
 
+from brushwork.models.offline_configs import (
+    detect_family,
+    read_checkpoint_shapes,
+    shipped_config_dir,
+)
 from brushwork.testing.factories import tiny_sd15_pipeline, tiny_sdxl_pipeline
-from brushwork.models.offline_configs import detect_family, read_checkpoint_shapes, shipped_config_dir
 from brushwork.testing.ldm_export import pipeline_to_ldm_state_dict, save_single_file
 
 # ---------------------------------------------------------------- full size, meta device

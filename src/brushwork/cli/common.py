@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from brushwork.errors import BrushworkError, InvalidRequest
 
@@ -26,8 +33,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def load_api(ctx: typer.Context) -> Any:
     """A Brushwork built from settings; `ctx.obj` holds `--config` given before the command."""
-    from brushwork.facade import Brushwork
     from brushwork.config import Settings
+    from brushwork.facade import Brushwork
 
     config = ctx.obj if isinstance(ctx.obj, Path) else None
     return Brushwork(Settings.load(config))
@@ -64,6 +71,15 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="torchsde")  # Brownian-tree float-rounding chatter
 
 
+def print_error(message: str) -> None:
+    """One red `error:` line; the message may quote files or names, so it is escaped (markup and control chars)."""
+    from rich.markup import escape
+
+    from brushwork.post.png_read import terminal_safe
+
+    err_console.print(f"[red]error:[/red] {escape(terminal_safe(message))}", highlight=False)
+
+
 def handle_errors(fn: F) -> F:
     """Turn brushwork errors into one red line and the documented exit code."""
 
@@ -72,10 +88,10 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except InvalidRequest as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            print_error(str(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except BrushworkError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            print_error(str(exc))
             raise typer.Exit(EXIT_FAILURE) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]cancelled[/yellow]", highlight=False)
@@ -85,10 +101,7 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("BRUSHWORK_DEBUG"):
                 raise
-            err_console.print(
-                f"[red]error:[/red] {type(exc).__name__}: {exc} (set BRUSHWORK_DEBUG=1 for a traceback)",
-                highlight=False,
-            )
+            print_error(f"{type(exc).__name__}: {exc} (set BRUSHWORK_DEBUG=1 for a traceback)")
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]

@@ -118,7 +118,7 @@ def models(ctx: typer.Context) -> None:
         table.add_row(Text(terminal_safe(name)), entry.family or "auto", state, Text(terminal_safe(source)),
                       Text(terminal_safe(entry.description)))
     console.print(table)
-    for kind in ("lora", "vae"):
+    for kind in ("lora", "vae", "controlnet", "upscaler"):
         found = catalog.scan(kind)  # type: ignore[arg-type]
         names = ", ".join(found) if found else "(none)"
         console.print(f"{kind}s: {terminal_safe(names)}", highlight=False, markup=False)

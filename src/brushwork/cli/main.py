@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from brushwork import __version__
-from brushwork.cli import generate, listing, upscale
+from brushwork.cli import demo, generate, listing, upscale
 
 app = typer.Typer(
     name="brushwork",
@@ -40,6 +40,7 @@ app.command()(listing.styles)
 app.command()(listing.models)
 app.command()(listing.info)
 app.command()(upscale.upscale)
+app.command(name="demo-files")(demo.demo_files)
 
 
 def main() -> None:

@@ -22,7 +22,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from brushwork.cli.common import console, ensure_output_dir, err_console, handle_errors, load_api
+from brushwork.cli.common import (
+    console,
+    ensure_output_dir,
+    err_console,
+    handle_errors,
+    load_api,
+)
 from brushwork.errors import InvalidRequest
 
 MIN_TILE = 32  # as Settings.upscale_tile
@@ -177,7 +183,13 @@ def upscale(
 @contextmanager
 def _tile_progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """A Rich bar over tiles on stderr; yields the `on_tile(done, total)` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
                TimeElapsedColumn())

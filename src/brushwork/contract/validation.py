@@ -11,7 +11,15 @@ from __future__ import annotations
 import unicodedata
 
 from brushwork.config import Limits
-from brushwork.contract.params import GROUPS, LANCZOS, LATENT_UPSCALER, Group, Sampling, Size, missing_fields
+from brushwork.contract.params import (
+    GROUPS,
+    LANCZOS,
+    LATENT_UPSCALER,
+    Group,
+    Sampling,
+    Size,
+    missing_fields,
+)
 from brushwork.contract.samplers import canonical_sampler
 from brushwork.errors import InvalidRequest
 from brushwork.plan import SEED_MAX, Plan

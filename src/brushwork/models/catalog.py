@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 from brushwork.config import ModelSource, Settings
+from brushwork.contract.families import Family
 from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
 from brushwork.models.hashing import WEIGHT_SUFFIXES, HashCache
-from brushwork.contract.families import Family
 
 Kind = Literal["checkpoint", "lora", "vae", "controlnet", "upscaler", "embedding"]
 KIND_DIRS: dict[Kind, str] = {

@@ -38,7 +38,7 @@ def _build(target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
         from brushwork.models.loading import quiet_library_bars
-        from brushwork.testing.factories import save_pipeline, tiny_sd15_pipeline
+        from brushwork.models.tiny import save_pipeline, tiny_sd15_pipeline
 
         pipe = tiny_sd15_pipeline(staging / "_tokenizer_src", seed=0)
         shutil.rmtree(staging / "_tokenizer_src", ignore_errors=True)

@@ -27,7 +27,6 @@ from brushwork.models.offline_configs import (
     shipped_config_dir,
 )
 
-
 PICKLE_OBJECTS = "contains Python objects that weights_only loading refuses; convert it to .safetensors"
 
 

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brushwork.errors import InvalidRequest
-from brushwork.contract.version import DEMO_NOTE, VERSION
 from brushwork.contract.samplers import a1111_fields
+from brushwork.contract.version import DEMO_NOTE, VERSION
+from brushwork.errors import InvalidRequest
 from brushwork.plan import Plan
 from brushwork.post.png_read import read_text_chunks
 

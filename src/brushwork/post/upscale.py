@@ -154,7 +154,12 @@ def load_upscaler(path: Path, *, device: str, dtype: Any, allow_pickle: bool) ->
     support half precision runs in float32 instead.
     """
     import torch
-    from spandrel import MAIN_REGISTRY, ImageModelDescriptor, UnsupportedModelError, canonicalize_state_dict
+    from spandrel import (
+        MAIN_REGISTRY,
+        ImageModelDescriptor,
+        UnsupportedModelError,
+        canonicalize_state_dict,
+    )
 
     from brushwork.runtime.device import torch_dtype
 

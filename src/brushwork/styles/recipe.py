@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from brushwork.contract.params import ControlUnit, Hires, Init, Mask, Outpaint, Post, Sampling, Size, fold_flat
+from brushwork.contract.params import (
+    ControlUnit,
+    Hires,
+    Init,
+    Mask,
+    Outpaint,
+    Post,
+    Sampling,
+    Size,
+    fold_flat,
+)
 
 
 class LoraRef(BaseModel):

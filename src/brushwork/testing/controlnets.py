@@ -24,7 +24,11 @@ from typing import Any, Literal
 
 import torch
 
-from brushwork.models.controlnet import SDXL_ADDITION_TIME_EMBED_DIM, LDM_PREFIX, attention_heads
+from brushwork.models.controlnet import (
+    LDM_PREFIX,
+    SDXL_ADDITION_TIME_EMBED_DIM,
+    attention_heads,
+)
 
 __all__ = [
     "HINT_CHANNELS",
@@ -109,7 +113,7 @@ def controlnet_to_ldm(model: Any, prefix: str = LDM_PREFIX) -> dict[str, torch.T
 
     SDXL's add_embedding becomes `label_emb.0.*`, as in SDXL UNets.
     """
-    from brushwork.testing.ldm_export import _uniform_int, _unet_key
+    from brushwork.testing.ldm_export import _unet_key, _uniform_int
 
     lpb = _uniform_int(model.config.layers_per_block, "layers_per_block")
     hint_blocks = len(model.controlnet_cond_embedding.blocks)
