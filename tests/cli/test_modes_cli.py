@@ -109,6 +109,8 @@ def test_model_given_by_path_is_hashed_and_replays(cli, tiny_models, tmp_path):
     (["--init", "{photo}", "--hires", "2"], "hr_scale: hires fix applies to txt2img only"),
     (["--init", "{bomb}"], "init_image: "),
     (["-o", ""], "output: must not be empty"),
+    (["--clip-skip", "5"], "clip_skip: must be between 1 and 4 for model 'tiny-sd15'"),
+    (["--seed", "4294967295", "--batch", "2"], "seed: seed + batch_size - 1 must be at most 4294967295"),
 ])
 def test_bad_image_input_is_one_line_exit_2_nothing_written(cli, inputs, tmp_path, args, fragment):
     (tmp_path / "text.png").write_text("not an image")
@@ -131,3 +133,15 @@ def test_output_folder_expands_the_home_tilde(cli, monkeypatch, tmp_path):
     result = cli("generate", "a red fox", *FAST, "-o", "~/pictures")
     assert result.exit_code == 0, result.output
     assert _png(result.output).parent == tmp_path / "home" / "pictures"
+
+
+def test_help_shows_flags_without_a_value_placeholder(monkeypatch, capsys):
+    from brushwork.cli.main import command
+
+    monkeypatch.setenv("COLUMNS", "200")
+    outputs = {}
+    for args in (["--help"], ["generate", "--help"], ["styles", "--help"], ["info", "--help"]):
+        command()(args, standalone_mode=False)
+        outputs[args[0]] = capsys.readouterr().out
+        assert "Usage:" in outputs[args[0]] and "<bool>" not in outputs[args[0]], outputs[args[0]]
+    assert "--invert-mask" in outputs["generate"] and "limits.max_steps" in outputs["generate"]

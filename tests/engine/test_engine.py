@@ -110,8 +110,22 @@ def test_scanned_checkpoint_family_is_detected_from_its_files(shared_api):
     assert shared_api.plan("x", model="tiny-sd15").model.family == "sd15"
 
 
-def test_long_prompts_are_not_truncated(shared_api):
+def test_long_prompts_are_not_truncated_and_raise_no_length_warning(shared_api, caplog):
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_warning()  # as in a program that did not silence transformers
+    transformers_logging.enable_propagation()
     filler = ", ".join(["a very detailed ornate baroque painting"] * 14)  # well past 77 tokens
+    try:
+        with caplog.at_level(logging.WARNING):
+            shared_api.generate(f"{filler}, green", model="tiny-sd15", seed=9, **FAST)
+    finally:
+        transformers_logging.disable_propagation()
+        transformers_logging.set_verbosity(verbosity)
+    assert "longer than the specified maximum" not in caplog.text
     tail_a = shared_api.generate(f"{filler}, red", model="tiny-sd15", seed=9, **FAST)
     tail_b = shared_api.generate(f"{filler}, blue", model="tiny-sd15", seed=9, **FAST)
     assert np.abs(px(tail_a) - px(tail_b)).max() > 0  # the last word still matters

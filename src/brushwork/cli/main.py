@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -43,12 +43,30 @@ app.command()(upscale.upscale)
 app.command(name="demo-files")(demo.demo_files)
 
 
+def command() -> Any:
+    """The click command behind `app`, with flags shown without a `<bool>` value placeholder.
+
+    Typer's help prints each option's type; for on/off flags (and --help) that
+    reads as if they took a value. A flag's metavar "" leaves the column empty.
+    """
+    import typer.main
+
+    root = typer.main.get_command(app)
+    commands = [root, *getattr(root, "commands", {}).values()]
+    for cmd in commands:
+        help_option = cmd.get_help_option(typer.Context(cmd))
+        for param in [*cmd.params, help_option]:
+            if param is not None and getattr(param, "is_flag", False):
+                param.metavar = ""
+    return root
+
+
 def main() -> None:
     """Run the CLI; usage errors (bad option types, unknown options) become one line, exit 2."""
     from brushwork.cli.common import EXIT_BAD_INPUT, err_console
 
     try:
-        code = app(standalone_mode=False)
+        code = command()(standalone_mode=False)
     except typer.TyperException as exc:  # typer's (vendored click) usage errors
         if type(exc).__name__ == "NoArgsIsHelpError":  # typer has already printed the help
             code = 0

@@ -17,7 +17,8 @@ CHUNK_TOKENS = 75
 
 
 def _token_ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False, truncation=False).input_ids)
+    # verbose=False: no "sequence length is longer than" warning for the prompts we chunk on purpose
+    return list(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids)
 
 
 def chunk_count(tokenizer: Any, text: str) -> int:

@@ -5,6 +5,11 @@ a diffusers folder (also what an HF cache snapshot is), and a single-file
 checkpoint (`.safetensors`, or `.ckpt` via torch.load(weights_only=True) once
 allowed), whose architecture configs and tokenizers come from the copies
 shipped in `brushwork/models/configs` — never from the hub.
+
+A model is a family (sd15, sdxl) and a variant: "base" (a 4-channel UNet,
+text-to-image) or "inpaint" (a 9-channel UNet: latent + masked-image latent +
+mask, e.g. `sd-v1-5-inpainting`), which loads as the family's inpainting
+pipeline class. `family_and_variant` tells both from the files alone.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from typing import Any
 
 from brushwork.errors import ModelUnavailable
 from brushwork.models.offline_configs import (
-    PIPELINE_CLASS_BY_FAMILY,
+    FAMILY_LABELS,
+    PIPELINE_CLASSES,
+    VARIANT_LABELS,
     Family,
+    Variant,
     check_against_config,
     detect_family,
+    detect_variant,
     family_of_pipeline_config,
     missing_components,
     read_checkpoint_shapes,
-    shipped_config_dir,
+    variant_of_pipeline_folder,
 )
 
 PICKLE_OBJECTS = "contains Python objects that weights_only loading refuses; convert it to .safetensors"
@@ -64,37 +73,50 @@ def checkpoint_shapes(path: Path) -> dict[str, Any]:
     return read_checkpoint_shapes(path) if path.suffix.lower() == ".safetensors" else _pickle_shapes(path)
 
 
+def _check_single(path: Path, config_dir: Path | None) -> tuple[Family, Variant]:
+    """`check_shapes` for a single file, returning the family and variant it found."""
+    try:
+        shapes = checkpoint_shapes(path)
+        family = detect_family(shapes)
+        variant = detect_variant(shapes, family)
+        check_against_config(shapes, config_dir, family, variant)
+    except ValueError as exc:
+        raise ModelUnavailable(f"{path.name}: {exc}") from None
+    return family, variant
+
+
 def check_shapes(path: Path, config_dir: Path | None = None) -> None:
     """Refuse a single file whose tensor shapes do not fit the configs it will be loaded with.
 
     `config_dir` is the diffusers config folder given for the checkpoint
-    (`models.NAME.config`); None means the family's standard config, which
+    (`models.NAME.config`); None means the family's standard config for the
+    file's variant (for an inpainting file: UNet `in_channels` 9), which
     `load_pipeline` uses then. Folders carry their own configs: nothing to do.
     Raises `ModelUnavailable` naming the file, the component and both values.
     """
     if path.is_dir():
         return
-    try:
-        shapes = checkpoint_shapes(path)
-        family = detect_family(shapes)
-        check_against_config(shapes, config_dir if config_dir is not None else shipped_config_dir(family), family)
-    except ValueError as exc:
-        raise ModelUnavailable(f"{path.name}: {exc}") from None
+    _check_single(path, config_dir)
 
 
-def family_of(path: Path, declared: Family | None = None) -> Family:
-    """Which architecture a folder or single file holds, checked before any weights load.
+def family_and_variant(path: Path, declared: Family | None = None) -> tuple[Family, Variant]:
+    """Which architecture a folder or single file holds, and whether it is an inpainting model.
 
-    Single files are recognised from their key names and shapes, so inpainting,
-    SD 2.x or a file missing its VAE is a clear error naming the problem, not
-    a size mismatch deep inside diffusers. A declared family must agree.
+    Checked before any weights load. Single files are recognised from their
+    key names and shapes (the UNet's input channels: 4 -> "base", 9 ->
+    "inpaint"), folders from `model_index.json` and `unet/config.json`; so
+    instruct-pix2pix, SD 2.x or a file missing its VAE is a clear error naming
+    the problem, not a size mismatch deep inside diffusers. A declared family
+    must agree. Raises `ModelUnavailable`.
     """
     try:
         if path.is_dir():
             family = family_of_pipeline_config(path)
+            variant = variant_of_pipeline_folder(path, family)
         else:
             shapes = checkpoint_shapes(path)
             family = detect_family(shapes)
+            variant = detect_variant(shapes, family)
             missing = missing_components(shapes, family)
             if missing:
                 raise ValueError(
@@ -105,7 +127,21 @@ def family_of(path: Path, declared: Family | None = None) -> Family:
         raise ModelUnavailable(f"{path.name}: {exc}") from None
     if declared is not None and declared != family:
         raise ModelUnavailable(f"{path.name} holds an {family} model, but its catalog entry says {declared}")
-    return family
+    return family, variant
+
+
+def family_of(path: Path, declared: Family | None = None) -> Family:
+    """Which architecture a folder or single file holds (see `family_and_variant`)."""
+    return family_and_variant(path, declared)[0]
+
+
+def model_variant(path: Path, declared_family: Family | None = None) -> Variant:
+    """"base" (text-to-image UNet, 4 input channels) or "inpaint" (9) (see `family_and_variant`)."""
+    return family_and_variant(path, declared_family)[1]
+
+
+def _label(family: Family, variant: Variant) -> str:
+    return f"{FAMILY_LABELS[family]}{VARIANT_LABELS[variant] or ' text-to-image'}"
 
 
 @contextmanager
@@ -137,25 +173,37 @@ def load_pipeline(
     home: Path,
     torch_dtype: Any,
     config: Path | None = None,
+    variant: Variant = "base",
 ) -> Any:
-    """Load a pipeline for `family` from `path` without touching the network."""
+    """Load a pipeline for `family` from `path` without touching the network.
+
+    `variant="inpaint"` builds `StableDiffusion(XL)InpaintPipeline` for a
+    9-channel inpainting checkpoint; a single file then takes its configs from
+    `config` or from the family's shipped configs with the UNet's
+    `in_channels` patched to 9 (materialised under `home/configs/<family>-inpaint`).
+    The variant must be the one the files hold (`model_variant`): loading an
+    inpainting UNet into a text-to-image pipeline, or the reverse, is refused.
+    """
     import diffusers
 
     from brushwork.models.offline_configs import materialize_config_dir
 
-    cls = getattr(diffusers, PIPELINE_CLASS_BY_FAMILY[family])
+    cls = getattr(diffusers, PIPELINE_CLASSES[(family, variant)])
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
     if family == "sd15":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     else:  # an invisible watermark would make pixels depend on an optional package being installed
         kwargs.update(add_watermarker=False)
-    if not path.is_dir():
-        check_shapes(path, config)  # a clear refusal instead of a size mismatch deep inside diffusers
+    # A clear refusal instead of a size mismatch deep inside diffusers.
+    found = family_and_variant(path) if path.is_dir() else _check_single(path, config)
+    if found != (family, variant):
+        raise ModelUnavailable(f"{path.name} holds an {_label(*found)} model, not the {_label(family, variant)} "
+                               "model it was asked to load as")
     try:
         with quiet_library_bars():
             if path.is_dir():
                 return cls.from_pretrained(str(path), **kwargs)
-            config_dir = config or materialize_config_dir(family, home)
+            config_dir = config or materialize_config_dir(family, home, variant)
             return cls.from_single_file(str(path), config=str(config_dir), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
         problem = pickle_problem(exc) or f"{type(exc).__name__}: {first_line(exc)}"

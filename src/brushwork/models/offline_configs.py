@@ -9,6 +9,12 @@ of `stable-diffusion-v1-5/stable-diffusion-v1-5` and
 tokenizer vocab/merges from the open-clip wheel (see `clip_vocab`), and lay
 them out in a cache folder that can be passed as `config=`.
 
+Each family comes in two *variants*, told apart by the UNet's input channels:
+"base" (4: the latent) and "inpaint" (9: latent + masked-image latent + mask,
+e.g. `sd-v1-5-inpainting`). An inpainting checkpoint's configs are the base
+ones with `unet.in_channels` 9 and the inpainting pipeline class, so they are
+derived from the shipped base configs (`VARIANT_PATCHES`), not shipped twice.
+
 Nothing heavy is imported at module import time (no torch, no diffusers).
 """
 
@@ -22,7 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from brushwork.contract.families import FAMILIES, Family
 from brushwork.models.clip_vocab import bpe_file_path, write_clip_tokenizer_files
@@ -30,9 +36,16 @@ from brushwork.models.clip_vocab import bpe_file_path, write_clip_tokenizer_file
 __all__ = [
     "Family",
     "FAMILIES",
+    "Variant",
+    "VARIANTS",
     "PIPELINE_CLASS_BY_FAMILY",
+    "PIPELINE_CLASSES",
+    "VARIANT_PATCHES",
     "shipped_config_dir",
     "detect_family",
+    "detect_variant",
+    "variant_of_in_channels",
+    "variant_of_pipeline_folder",
     "missing_components",
     "read_checkpoint_keys",
     "read_checkpoint_shapes",
@@ -43,10 +56,28 @@ __all__ = [
 ]
 
 
+Variant = Literal["base", "inpaint"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+
 PIPELINE_CLASS_BY_FAMILY: dict[Family, str] = {
     "sd15": "StableDiffusionPipeline",
     "sdxl": "StableDiffusionXLPipeline",
 }
+# The diffusers pipeline class that runs each (family, variant); base first (error messages list them in order).
+PIPELINE_CLASSES: dict[tuple[Family, Variant], str] = {
+    ("sd15", "base"): "StableDiffusionPipeline",
+    ("sdxl", "base"): "StableDiffusionXLPipeline",
+    ("sd15", "inpaint"): "StableDiffusionInpaintPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+}
+# UNet input channels of each variant: latent (4) / latent + masked-image latent (4) + mask (1).
+IN_CHANNELS: dict[Variant, int] = {"base": 4, "inpaint": 9}
+# What a variant's configs change in the shipped (base) configs: sub-folder -> config.json keys.
+VARIANT_PATCHES: dict[Variant, dict[str, dict[str, Any]]] = {
+    "base": {},
+    "inpaint": {"unet": {"in_channels": IN_CHANNELS["inpaint"]}},
+}
+VARIANT_LABELS: dict[Variant, str] = {"base": "", "inpaint": " inpainting"}
 
 UNET_PREFIX = "model.diffusion_model."
 
@@ -79,7 +110,7 @@ _OTHER_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("a standalone VAE", ("encoder.conv_in.weight", "decoder.conv_out.weight")),
 )
 
-_SUPPORTED = "SD 1.x/1.5 (LDM layout) and SDXL base (LDM layout)"
+_SUPPORTED = "SD 1.x/1.5 and SDXL base, text-to-image or inpainting (LDM layout)"
 
 _STAMP_NAME = ".brushwork-config-stamp"
 _CONFIG_SUFFIXES = (".json",)
@@ -116,6 +147,30 @@ def _in_channels(shapes: Mapping[str, Any] | None) -> int | None:
     return shape[1] if len(shape) > 1 else None
 
 
+def variant_of_in_channels(in_channels: int, family: Family) -> Variant:
+    """"base" for a 4-channel UNet, "inpaint" for 9; `UnsupportedLayout` naming anything else."""
+    for variant, channels in IN_CHANNELS.items():
+        if in_channels == channels:
+            return variant
+    kind = {8: "instruct-pix2pix"}.get(in_channels, "non-text-to-image")
+    label = "SD 1.x" if family == "sd15" else "SDXL"
+    raise _unsupported(f"{label} {kind} UNet ({in_channels} input channels; only 4, text-to-image, "
+                       "and 9, inpainting, are supported)")
+
+
+def detect_variant(shapes: Mapping[str, Any], family: Family | None = None) -> Variant:
+    """"base" or "inpaint" from a single file's UNet input convolution (key -> shape, or a state dict).
+
+    Call it after `detect_family` (which refuses other channel counts with the
+    layout named); `family` only words the error and is detected when None.
+    """
+    in_ch = _in_channels(shapes)
+    if in_ch is None:
+        raise ValueError(f"the UNet has no input convolution ({KEY_UNET_IN}); cannot tell a text-to-image "
+                         "from an inpainting model")
+    return variant_of_in_channels(in_ch, family or detect_family(shapes))
+
+
 def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
     """Tell SD 1.5 from SDXL by the key names of an LDM-layout single-file checkpoint.
 
@@ -128,12 +183,13 @@ def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
     CLIP-L + OpenCLIP bigG -> SDXL) and whether the UNet has SDXL's `label_emb`.
 
     Pass a mapping of key -> shape (see `read_checkpoint_shapes`) or a state
-    dict of tensors to also reject
-    inpainting / instruct-pix2pix UNets (extra input channels) and an SD 2.x UNet
-    by its 1024-wide cross-attention; with names only, SD 2.x is still caught by
-    its OpenCLIP-H text encoder keys.
+    dict of tensors to also reject UNets with input channels other than 4
+    (text-to-image) or 9 (inpainting, see `detect_variant`), e.g.
+    instruct-pix2pix's 8, and an SD 2.x UNet by its 1024-wide cross-attention;
+    with names only, SD 2.x is still caught by its OpenCLIP-H text encoder keys.
 
-    Raises ValueError naming the layout for anything that is not SD1.5/SDXL base.
+    Raises ValueError naming the layout for anything that is not SD1.5/SDXL base
+    or their inpainting variants.
     """
     shapes: Mapping[str, Any] | None = keys if isinstance(keys, Mapping) else None
     names = set(keys)
@@ -156,8 +212,8 @@ def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
             or f"{UNET_PREFIX}label_emb.0.0.weight" in names
         )
         if is_xl:
-            if in_ch is not None and in_ch != 4:
-                raise _unsupported(f"SDXL inpainting / edit UNet ({in_ch} input channels)")
+            if in_ch is not None:
+                variant_of_in_channels(in_ch, "sdxl")  # refuses edit UNets (e.g. 8 channels) by name
             return "sdxl"
         if KEY_OPEN_CLIP in names or has_prefix("cond_stage_model.model."):
             raise _unsupported("Stable Diffusion 2.x (OpenCLIP-H text encoder; often v-prediction)")
@@ -168,9 +224,8 @@ def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
         if has_prefix(UNET_PREFIX + "joint_blocks.") or has_prefix(UNET_PREFIX + "double_blocks."):
             pass  # a transformer (SD3 / Flux) under the LDM prefix: named below
         elif has_prefix(UNET_PREFIX + "input_blocks.") and has_prefix(UNET_PREFIX + "output_blocks."):
-            if in_ch is not None and in_ch != 4:
-                kind = {9: "inpainting", 8: "instruct-pix2pix"}.get(in_ch, "non-text-to-image")
-                raise _unsupported(f"SD 1.x {kind} UNet ({in_ch} input channels)")
+            if in_ch is not None:
+                variant_of_in_channels(in_ch, "sd15")
             return "sd15"
 
     for label, markers in _OTHER_LAYOUTS:
@@ -239,7 +294,7 @@ def _tokenizer_dirs(family: Family) -> list[str]:
     return sorted(p.parent.relative_to(root).as_posix() for p in root.glob("tokenizer*/tokenizer_config.json"))
 
 
-def _stamp(family: Family) -> str:
+def _stamp(family: Family, variant: Variant = "base") -> str:
     """Fingerprint of what a materialised folder must contain; changes when the package or BPE does."""
     root = shipped_config_dir(family)
     digest = hashlib.sha256(b"brushwork-offline-configs-v1\0")
@@ -247,6 +302,10 @@ def _stamp(family: Family) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     digest.update(bpe_file_path().read_bytes())
+    if variant != "base":  # base keeps its v1 stamp: folders materialised before variants existed stay valid
+        patch = {"variant": variant, "patches": VARIANT_PATCHES[variant],
+                 "class": PIPELINE_CLASSES[(family, variant)]}
+        digest.update(json.dumps(patch, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -263,20 +322,39 @@ def _is_complete(folder: Path, family: Family, stamp: str) -> bool:
     return all(p.is_file() for p in needed)
 
 
-def _build(tmp: Path, family: Family, stamp: str) -> None:
+def _patched_json(src: Path, relative: Path, family: Family, variant: Variant) -> dict[str, Any] | None:
+    """The shipped JSON at `relative` as `variant` needs it, or None when the variant leaves it as shipped."""
+    if variant == "base":
+        return None
+    if relative.as_posix() == "model_index.json":
+        return {**json.loads(src.read_text(encoding="utf-8")), "_class_name": PIPELINE_CLASSES[(family, variant)]}
+    patch = VARIANT_PATCHES[variant].get(relative.parent.as_posix()) if relative.name == "config.json" else None
+    return {**json.loads(src.read_text(encoding="utf-8")), **patch} if patch else None
+
+
+def _build(tmp: Path, family: Family, stamp: str, variant: Variant = "base") -> None:
     root = shipped_config_dir(family)
     for src in _shipped_files(family):
-        dst = tmp / src.relative_to(root)
+        relative = src.relative_to(root)
+        dst = tmp / relative
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        patched = _patched_json(src, relative, family, variant)
+        if patched is None:
+            shutil.copyfile(src, dst)
+        else:
+            dst.write_text(json.dumps(patched, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for tok in _tokenizer_dirs(family):
         write_clip_tokenizer_files(tmp / tok)
     # The stamp goes last: its presence marks the folder as complete.
     (tmp / _STAMP_NAME).write_text(stamp + "\n", encoding="utf-8")
 
 
-def materialize_config_dir(family: Family, cache_dir: Path) -> Path:
+def materialize_config_dir(family: Family, cache_dir: Path, variant: Variant = "base") -> Path:
     """Lay out a diffusers config folder for `family` under `cache_dir/configs/<family>`.
+
+    `variant="inpaint"` lays out `cache_dir/configs/<family>-inpaint`: the same
+    configs with the UNet's `in_channels` 9 and the inpainting pipeline class
+    in `model_index.json` (see `VARIANT_PATCHES`).
 
     The result is what `from_single_file(..., config=str(folder), local_files_only=True)`
     needs. The folder is built in a private temp dir and renamed into place,
@@ -287,16 +365,19 @@ def materialize_config_dir(family: Family, cache_dir: Path) -> Path:
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; supported: {', '.join(FAMILIES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; supported: {', '.join(VARIANTS)}")
     parent = Path(cache_dir) / "configs"
-    target = parent / family
-    stamp = _stamp(family)
+    name = family if variant == "base" else f"{family}-{variant}"
+    target = parent / name
+    stamp = _stamp(family, variant)
     if _is_complete(target, family, stamp):
         return target
 
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family}.", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
     try:
-        _build(tmp, family, stamp)
+        _build(tmp, family, stamp, variant)
         for _attempt in range(5):
             try:
                 os.rename(tmp, target)  # atomic; fails if target exists and is non-empty
@@ -305,7 +386,7 @@ def materialize_config_dir(family: Family, cache_dir: Path) -> Path:
                 if _is_complete(target, family, stamp):
                     return target  # another process won the race with identical content
                 # Stale or partial folder (older version, crash): move it aside, then retry.
-                aside = parent / f".{family}.stale-{uuid.uuid4().hex}"
+                aside = parent / f".{name}.stale-{uuid.uuid4().hex}"
                 try:
                     os.rename(target, aside)
                 except OSError:
@@ -321,17 +402,38 @@ def materialize_config_dir(family: Family, cache_dir: Path) -> Path:
 
 
 def family_of_pipeline_config(folder: Path) -> Family:
-    """Family of a diffusers config folder, from `model_index.json`'s `_class_name`."""
+    """Family of a diffusers config folder, from `model_index.json`'s `_class_name`.
+
+    The inpainting pipeline classes count as their family; which variant the
+    folder holds is the UNet's business (`variant_of_pipeline_folder`).
+    """
     index = Path(folder) / "model_index.json"
     try:
         class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read pipeline config {index}: {exc}") from exc
-    for family, name in PIPELINE_CLASS_BY_FAMILY.items():
+    for (family, _variant), name in PIPELINE_CLASSES.items():
         if class_name == name:
             return family
-    supported = ", ".join(f"{name} ({fam})" for fam, name in PIPELINE_CLASS_BY_FAMILY.items())
+    supported = ", ".join(f"{name} ({fam})" for (fam, _variant), name in PIPELINE_CLASSES.items())
     raise ValueError(f"unsupported pipeline class {class_name!r} in {index}; supported: {supported}")
+
+
+def variant_of_pipeline_folder(folder: Path, family: Family | None = None) -> Variant:
+    """"base" or "inpaint" from a diffusers folder's `unet/config.json` `in_channels`.
+
+    The UNet decides, not the pipeline class: its weights are what must fit.
+    Raises ValueError (an `UnsupportedLayout` for other channel counts).
+    """
+    config = Path(folder) / "unet" / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the UNet config {config}: {exc}") from exc
+    in_channels = data.get("in_channels", 4) if isinstance(data, dict) else None
+    if not isinstance(in_channels, int):
+        raise ValueError(f"{config} has no integer in_channels")
+    return variant_of_in_channels(in_channels, family or family_of_pipeline_config(folder))
 
 
 # ---------------------------------------------------------------- shapes against configs
@@ -373,7 +475,8 @@ def _per_level(value: Any, levels: int) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value] * levels
 
 
-def _read_config(config_dir: Path, sub: str) -> dict[str, Any] | None:
+def _read_config(config_dir: Path, sub: str, patches: Mapping[str, Mapping[str, Any]] | None = None
+                 ) -> dict[str, Any] | None:
     path = config_dir / sub / "config.json"
     if not path.is_file():
         return None
@@ -381,7 +484,9 @@ def _read_config(config_dir: Path, sub: str) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    return {**data, **(patches or {}).get(sub, {})}
 
 
 def _clip_prefix(names: set[str], family: Family) -> str | None:
@@ -493,10 +598,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _config_label(config_dir: Path, family: Family) -> str:
-    shipped = shipped_config_dir(family)
-    if Path(config_dir).resolve() == shipped.resolve() or (Path(config_dir) / _STAMP_NAME).is_file():
-        return f"{FAMILY_LABELS[family]}'s standard config"
+def _is_shipped(config_dir: Path, family: Family) -> bool:
+    return Path(config_dir).resolve() == shipped_config_dir(family).resolve()
+
+
+def _config_label(config_dir: Path, family: Family, variant: Variant = "base") -> str:
+    if _is_shipped(config_dir, family) or (Path(config_dir) / _STAMP_NAME).is_file():
+        return f"{FAMILY_LABELS[family]}{VARIANT_LABELS[variant]}'s standard config"
     return f"the config folder {config_dir}"
 
 
@@ -515,8 +623,15 @@ def describe_mismatch(found: list[_Fact], where: str) -> str:
     return message
 
 
-def check_against_config(shapes: Mapping[str, Any], config_dir: Path, family: Family) -> None:
+def check_against_config(shapes: Mapping[str, Any], config_dir: Path | None, family: Family,
+                         variant: Variant = "base") -> None:
     """Refuse a single-file checkpoint whose tensors cannot fill the pipeline `config_dir` describes.
+
+    `config_dir` None (or the shipped folder itself) means the family's
+    standard config for `variant`: the shipped JSON with `VARIANT_PATCHES`
+    applied, which is what `materialize_config_dir(family, home, variant)`
+    lays out. Any other folder is taken as it is (`variant` only words the
+    message), so a materialised `<family>-inpaint` folder is compared as is.
 
     Compares what fixes every tensor's shape, per component: text encoder(s)
     width/depth/vocabulary/positions/MLP/projection, UNet channels, widths and
@@ -525,25 +640,26 @@ def check_against_config(shapes: Mapping[str, Any], config_dir: Path, family: Fa
     would otherwise fail deep inside loading with a bare size mismatch (or,
     for depths, silently drop layers). Raises ValueError naming the component.
     """
-    config_dir = Path(config_dir)
+    config_dir = shipped_config_dir(family) if config_dir is None else Path(config_dir)
+    patches = VARIANT_PATCHES[variant] if _is_shipped(config_dir, family) else None
     config_family = family_of_pipeline_config(config_dir)
-    where = _config_label(config_dir, family)
+    where = _config_label(config_dir, family, variant)
     if config_family != family:
         raise ValueError(f"the file holds an {FAMILY_LABELS[family]} model but {where} describes "
                          f"{FAMILY_LABELS[config_family]}")
     names = set(shapes)
     facts: list[_Fact] = []
     clip_prefix = _clip_prefix(names, family)
-    text_cfg = _read_config(config_dir, "text_encoder")
+    text_cfg = _read_config(config_dir, "text_encoder", patches)
     if clip_prefix is not None and text_cfg is not None:
         facts += _clip_facts(shapes, clip_prefix, text_cfg, "text encoder")
-    text2_cfg = _read_config(config_dir, "text_encoder_2")
+    text2_cfg = _read_config(config_dir, "text_encoder_2", patches)
     if family == "sdxl" and text2_cfg is not None:
         facts += _open_clip_facts(shapes, OPEN_CLIP_SDXL_PREFIX, text2_cfg, "second text encoder")
-    unet_cfg = _read_config(config_dir, "unet")
+    unet_cfg = _read_config(config_dir, "unet", patches)
     if unet_cfg is not None:
         facts += _unet_facts(shapes, unet_cfg)
-    vae_cfg = _read_config(config_dir, "vae")
+    vae_cfg = _read_config(config_dir, "vae", patches)
     if vae_cfg is not None:
         facts += vae_facts(shapes, vae_cfg)
     found = mismatches(facts)
