@@ -54,6 +54,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         save_single_file,
         save_tiny_lora,
         save_tiny_vae,
+        tiny_sd15_inpaint_pipeline,
         tiny_sd15_pipeline,
         tiny_sdxl_pipeline,
     )
@@ -65,6 +66,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     sdxl = tiny_sdxl_pipeline(root / "tokxl")
     sd15_folder = save_pipeline(sd15, checkpoints / "tiny-sd15")
     sdxl_folder = save_pipeline(sdxl, checkpoints / "tiny-sdxl")
+    save_pipeline(tiny_sd15_inpaint_pipeline(root / "tok15i"), checkpoints / "tiny-sd15-inpaint")
     singles = root / "singles"
     sd15_single = save_single_file(sd15, singles / "tiny-sd15-single.safetensors")
     sdxl_single = save_single_file(sdxl, singles / "tiny-sdxl-single.safetensors")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from brushwork.contract.assets import AssetRef
-from brushwork.contract.families import Family
+from brushwork.contract.families import Family, Variant
 from brushwork.contract.params import (
     FLAT_FIELDS,
     GROUPS,
@@ -132,6 +132,7 @@ class ModelRef(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     short_hash: str = Field(description="A1111 'Model hash': first 10 hex of sha256")
     demo: bool = False
+    variant: Variant = Field(default="base", description="'inpaint' for a dedicated 9-channel inpainting model")
     path: str | None = Field(default=None, description="set when the model was named by path, not catalog name")
 
 

@@ -156,14 +156,14 @@ class Resolver:
         raise NotFound("model", name, checkpoints)
 
     def model_ref(self, entry: CatalogEntry, by_path: bool = False) -> ModelRef:
-        from brushwork.models.loading import check_shapes, family_of
+        from brushwork.models.loading import check_shapes, family_and_variant
 
         path = self.catalog.locate(entry)
-        family = family_of(path, entry.family)
+        family, variant = family_and_variant(path, entry.family)
         check_shapes(path, entry.config)  # a fine-tune with other sizes is refused now, not deep in diffusers
         sha = self.catalog.sha256(path)
         return ModelRef(name=entry.name, family=family, sha256=sha, short_hash=short_hash(sha),
-                        demo=entry.demo, path=str(path) if by_path else None)
+                        demo=entry.demo, variant=variant, path=str(path) if by_path else None)
 
     def _pinned(self, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
         """sha256 of an installed LoRA/ControlNet/upscaler file, or NotFound listing what is installed."""

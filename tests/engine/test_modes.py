@@ -222,3 +222,17 @@ def test_a_style_file_can_choose_every_mode_option(make_settings, tmp_path):
     edges = api.plan("a fox", style="edges", seed=1, init_image=picture(), mask_image=square_mask())
     assert edges.controls[0].image == edges.init.init_image and edges.mask.inpaint_area == "masked"
     assert api.run(edges).images[0].size == (64, 64)
+
+
+def test_a_dedicated_inpainting_model_inpaints_and_refuses_other_modes(shared_api):
+    init, mask = picture(), square_mask()
+    fields = {**TINY, "model": "tiny-sd15-inpaint"}
+    result = shared_api.generate("a fox", init_image=init, mask_image=mask, mask_blur=0, strength=1.0, **fields)
+    assert result.plan.model.variant == "inpaint"
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(px(result.images[0])[keep], px(init)[keep])
+    assert type(shared_api.engine.pipeline(result.plan)).__name__ == "StableDiffusionInpaintPipeline"
+    for other in ({}, {"init_image": init}):
+        with pytest.raises(InvalidRequest, match="is an inpainting model") as info:
+            shared_api.plan("a fox", **fields, **other)
+        assert info.value.field == "model"

@@ -31,15 +31,15 @@ def test_declared_family_must_match(tiny_models):
         family_of(tiny_models.sd15_single, "sdxl")
 
 
-def test_inpainting_unet_is_named_not_a_size_mismatch(tiny_models, tmp_path: Path):
+def test_edit_unet_is_named_not_a_size_mismatch(tiny_models, tmp_path: Path):
     key = "model.diffusion_model.input_blocks.0.0.weight"
 
-    def nine_channels(state):
+    def eight_channels(state):
         weight = state[key]
-        state[key] = torch.zeros(weight.shape[0], 9, *weight.shape[2:])
+        state[key] = torch.zeros(weight.shape[0], 8, *weight.shape[2:])
 
-    path = _edited(tiny_models.sd15_single, tmp_path / "inpaint.safetensors", nine_channels)
-    with pytest.raises(ModelUnavailable, match="(?i)inpaint"):
+    path = _edited(tiny_models.sd15_single, tmp_path / "pix2pix.safetensors", eight_channels)
+    with pytest.raises(ModelUnavailable, match="instruct-pix2pix UNet \\(8 input channels"):
         family_of(path)
 
 

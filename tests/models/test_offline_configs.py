@@ -290,13 +290,13 @@ def test_detect_family_rejects_with_a_named_layout(keys: list[str], message: str
     assert "Supported: SD 1.x/1.5" in str(info.value)
 
 
-@pytest.mark.parametrize(("channels", "message"), [(9, "inpainting"), (8, "instruct-pix2pix")])
+@pytest.mark.parametrize(("channels", "message"), [(8, "instruct-pix2pix"), (5, "non-text-to-image")])
 def test_detect_family_rejects_edit_unets_when_shapes_known(channels: int, message: str) -> None:
     shapes = {k: (1,) for k in SD15_KEYS} | {oc.KEY_UNET_IN: (320, channels, 3, 3)}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"SD 1.x {message} UNet \\({channels} input channels"):
         detect_family(shapes)
     shapes = {k: (1,) for k in SDXL_KEYS} | {oc.KEY_UNET_IN: (320, channels, 3, 3)}
-    with pytest.raises(ValueError, match="SDXL inpainting"):
+    with pytest.raises(ValueError, match=f"SDXL {message} UNet \\({channels} input channels"):
         detect_family(shapes)
 
 

@@ -6,3 +6,7 @@ from typing import Literal, get_args
 
 Family = Literal["sd15", "sdxl"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
+
+# A text-to-image UNet (4 input channels) or a dedicated inpainting one (9: latents + masked image + mask).
+Variant = Literal["base", "inpaint"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)

@@ -25,6 +25,7 @@ from brushwork.errors import InvalidRequest
 from brushwork.plan import SEED_MAX, Plan
 
 ALLOWED_CONTROL_CHARS = "\n\t"
+INPAINT_MODES = ("inpaint", "outpaint")  # what a dedicated inpainting model can run
 # Which optional groups each mode needs (True) or forbids (False).
 MODE_GROUPS: dict[str, dict[str, bool]] = {
     "txt2img": {"init": False, "mask": False, "outpaint": False},
@@ -95,6 +96,9 @@ def validate_plan(plan: Plan, limits: Limits) -> None:
         present = getattr(plan, name) is not None
         if present != needed:
             raise InvalidRequest(name, f"{'is required' if needed else 'does not apply'} in {plan.mode} mode")
+    if plan.model.variant == "inpaint" and plan.mode not in INPAINT_MODES:
+        raise InvalidRequest("model", f"{plan.model.name!r} is an inpainting model: it needs an init image and "
+                                      f"a mask (or --outpaint), not {plan.mode}")
     check_sampling_and_size(plan.sampling, plan.size, limits)
     check_range("batch_size", plan.batch_size, 1, limits.max_batch)
     check_text("prompt", plan.prompt, limits)

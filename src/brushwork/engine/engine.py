@@ -92,7 +92,8 @@ class Engine:
             entry = self.catalog.get(plan.model.name)
         path = self._checked(self.catalog.locate(entry), plan.model.sha256, f"model {plan.model.name!r}")
         pipe = load_pipeline(path, plan.model.family, home=self.settings.home,
-                             torch_dtype=torch_dtype(self.policy.dtype), config=entry.config)
+                             torch_dtype=torch_dtype(self.policy.dtype), config=entry.config,
+                             variant=plan.model.variant)
         pipe.set_progress_bar_config(disable=True)
         return LoadedPipeline(pipe.to(self.policy.device), pipe.scheduler.config)
 

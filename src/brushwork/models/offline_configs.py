@@ -28,9 +28,9 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from brushwork.contract.families import FAMILIES, Family
+from brushwork.contract.families import FAMILIES, VARIANTS, Family, Variant
 from brushwork.models.clip_vocab import bpe_file_path, write_clip_tokenizer_files
 
 __all__ = [
@@ -56,8 +56,6 @@ __all__ = [
 ]
 
 
-Variant = Literal["base", "inpaint"]
-VARIANTS: tuple[Variant, ...] = get_args(Variant)
 
 PIPELINE_CLASS_BY_FAMILY: dict[Family, str] = {
     "sd15": "StableDiffusionPipeline",
@@ -431,9 +429,9 @@ def variant_of_pipeline_folder(folder: Path, family: Family | None = None) -> Va
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the UNet config {config}: {exc}") from exc
     in_channels = data.get("in_channels", 4) if isinstance(data, dict) else None
-    if not isinstance(in_channels, int):
-        raise ValueError(f"{config} has no integer in_channels")
-    return variant_of_in_channels(in_channels, family or family_of_pipeline_config(folder))
+    if isinstance(in_channels, int):
+        return variant_of_in_channels(in_channels, family or family_of_pipeline_config(folder))
+    raise ValueError(f"{config} has no integer in_channels")
 
 
 # ---------------------------------------------------------------- shapes against configs

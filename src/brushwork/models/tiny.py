@@ -61,6 +61,10 @@ def tiny_vae(scaling_factor: float = 0.18215) -> Any:
     )
 
 
+# UNet input channels of an inpainting model: latent (4) + masked-image latent (4) + mask (1).
+INPAINT_IN_CHANNELS = 9
+
+
 def tiny_sd15_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
     """A StableDiffusionPipeline with tiny random weights and SD 1.5's layout."""
     import torch
@@ -70,12 +74,27 @@ def tiny_sd15_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
         return _tiny_sd15(tokenizer_dir)
 
 
-def _tiny_sd15(tokenizer_dir: Path) -> Any:
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def tiny_sd15_inpaint_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
+    """A StableDiffusionInpaintPipeline with tiny random weights: SD 1.5's layout with a 9-channel UNet."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _tiny_sd15(tokenizer_dir, inpaint=True)
+
+
+def _tiny_sd15(tokenizer_dir: Path, inpaint: bool = False) -> Any:
+    from diffusers import (
+        PNDMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=64,
-        in_channels=4, out_channels=4, cross_attention_dim=32, attention_head_dim=8,
+        in_channels=INPAINT_IN_CHANNELS if inpaint else 4, out_channels=4, cross_attention_dim=32,
+        attention_head_dim=8,
         # Attention only at the lower resolution: self-attention over every latent pixel would
         # make the demo model slow on CPUs; the single-file key mapping is the same either way.
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -83,7 +102,8 @@ def _tiny_sd15(tokenizer_dir: Path) -> Any:
     )
     vae = tiny_vae()
     text_encoder = _text_encoder(32, projection=False)
-    return StableDiffusionPipeline(
+    cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    return cls(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(tokenizer_dir),
         scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -99,9 +119,19 @@ def tiny_sdxl_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
         return _tiny_sdxl(tokenizer_dir)
 
 
-def _tiny_sdxl(tokenizer_dir: Path) -> Any:
+def tiny_sdxl_inpaint_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
+    """A StableDiffusionXLInpaintPipeline with tiny random weights: SDXL's layout with a 9-channel UNet."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _tiny_sdxl(tokenizer_dir, inpaint=True)
+
+
+def _tiny_sdxl(tokenizer_dir: Path, inpaint: bool = False) -> Any:
     from diffusers import (
         EulerDiscreteScheduler,
+        StableDiffusionXLInpaintPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
@@ -112,7 +142,8 @@ def _tiny_sdxl(tokenizer_dir: Path) -> Any:
     text_encoder_2 = _text_encoder(64, projection=True, projection_dim=32)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=64,
-        in_channels=4, out_channels=4, cross_attention_dim=32 + 64, attention_head_dim=(2, 4),
+        in_channels=INPAINT_IN_CHANNELS if inpaint else 4, out_channels=4, cross_attention_dim=32 + 64,
+        attention_head_dim=(2, 4),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         transformer_layers_per_block=(1, 2), use_linear_projection=True,
@@ -120,7 +151,8 @@ def _tiny_sdxl(tokenizer_dir: Path) -> Any:
         projection_class_embeddings_input_dim=6 * 8 + text_encoder_2.config.projection_dim,
     )
     vae = tiny_vae(scaling_factor=0.13025)
-    return StableDiffusionXLPipeline(
+    cls = StableDiffusionXLInpaintPipeline if inpaint else StableDiffusionXLPipeline
+    return cls(
         unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
         tokenizer=tiny_tokenizer(tokenizer_dir / "tokenizer"),
         tokenizer_2=tiny_tokenizer(tokenizer_dir / "tokenizer_2", pad_token="!"),

@@ -11,6 +11,10 @@ to the full-size layouts, so tiny test models map the same way.
 
 Only views, `reshape`, `cat` and transposes are used, so it runs on `meta`
 tensors too (key names and shapes are then all that matters).
+
+Inpainting pipelines export the same way: their UNet's 9-channel `conv_in`
+becomes `model.diffusion_model.input_blocks.0.0.weight` unchanged, which is
+how real inpainting files (e.g. `sd-v1-5-inpainting`) are recognised.
 """
 
 from __future__ import annotations
@@ -254,7 +258,7 @@ def open_clip_to_ldm(text_encoder: Any, prefix: str = SDXL_OPEN_CLIP_PREFIX) -> 
 def pipeline_to_ldm_state_dict(pipe: Any) -> dict[str, torch.Tensor]:
     """Whole SD 1.5 or SDXL pipeline -> one LDM/A1111-layout state dict.
 
-    `pipe` is a StableDiffusion(XL)Pipeline or anything with `unet`, `vae`,
+    `pipe` is a StableDiffusion(XL)(Inpaint)Pipeline or anything with `unet`, `vae`,
     `text_encoder` (and `text_encoder_2` for SDXL) attributes, e.g. a
     SimpleNamespace of meta-device models. SDXL is recognised by a non-None
     `text_encoder_2`.
