@@ -26,10 +26,10 @@ class InvalidRequest(BrushworkError):
 class NotFound(InvalidRequest):
     """A named thing (style, type, sampler, model...) does not exist; lists what does."""
 
-    def __init__(self, field: str, value: str, valid: Iterable[str]) -> None:
+    def __init__(self, field: str, value: str, valid: Iterable[str], what: str | None = None) -> None:
         names = sorted(set(valid))
         shown = ", ".join(names) if names else "(none available)"
-        super().__init__(field, f"unknown {field} {value!r}; valid: {shown}")
+        super().__init__(field, f"unknown {what or field} {value!r}; valid: {shown}")
         self.value = value
         self.valid = names
 

@@ -109,6 +109,10 @@ class Brushwork:
     def check(self, plan: Plan) -> None:
         """Check a Plan from outside (a file, another program) against this deployment and its assets."""
         validate_plan(plan, self.settings.limits)
+        if plan.model.path is not None:
+            self.catalog.entry_for_path(Path(plan.model.path))
+        else:
+            self.catalog.get(plan.model.name)  # an unknown name is a NotFound now, not after a progress bar
         for ref in plan.assets():
             if not self.assets.has(ref):
                 self.assets.open(ref)  # raises the clear "not in the asset store" error

@@ -32,6 +32,7 @@ from brushwork.contract.params import (
     Post,
     Sampling,
     Size,
+    UpscaleStep,
     fold_flat,
 )
 from brushwork.contract.samplers import from_a1111
@@ -46,6 +47,10 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 # Style and type names become part of output file names: keep them short and path-free.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_LIST_FIELDS: dict[str, tuple[str, type[BaseModel]]] = {
+    "controls": ("control", ControlUnit),
+    "upscale": ("upscale", UpscaleStep),
+}
 SafeName = Annotated[str, Field(pattern=NAME_PATTERN, description="letters, digits, '-' or '_'; at most 64")]
 
 __all__ = [
@@ -55,34 +60,50 @@ __all__ = [
 
 
 def invalid_from_validation(exc: ValidationError) -> InvalidRequest:
-    """The first pydantic error as an `InvalidRequest` naming its field (flat names for group fields)."""
+    """The first pydantic error as an `InvalidRequest` in the user's words.
+
+    Group fields are named flat ("steps", not "sampling.steps"); list items
+    by their option and number ("control: #1 scale: ..."); ranges say the
+    whole allowed range, patterns what is allowed.
+    """
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
+    loc = list(err["loc"])
     if len(loc) > 1 and loc[0] in GROUPS:
         loc = loc[1:]  # "sampling.steps" is "steps" to a user
-    where = ".".join(loc) or "request"
-    message = err["msg"]
-    bounds = _bounds(loc[-1]) if err["type"] in _RANGE_ERRORS and loc else None
-    if bounds is not None:
-        given = err["input"]
-        shown = f"{given:g}" if isinstance(given, (int, float)) and not isinstance(given, bool) else repr(given)
-        message = f"must be between {bounds[0]:g} and {bounds[1]:g}, got {shown}"
-    return InvalidRequest(where, message[:1].lower() + message[1:])
+    prefix, info = "", None
+    if len(loc) >= 3 and loc[0] in _LIST_FIELDS and isinstance(loc[1], int):
+        where, item_cls = _LIST_FIELDS[str(loc[0])]
+        prefix = f"#{loc[1] + 1} {'.'.join(map(str, loc[2:]))}: "
+        info = item_cls.model_fields.get(str(loc[2]))
+    else:
+        where = ".".join(map(str, loc)) or "request"
+        if loc and str(loc[-1]) in FLAT_FIELDS:
+            info = GROUPS[FLAT_FIELDS[str(loc[-1])]].model_fields[str(loc[-1])]
+    return InvalidRequest(where, prefix + _describe(err, info))
 
 
-_RANGE_ERRORS = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
-def _bounds(name: str) -> tuple[float, float] | None:
-    """(low, high) of a group field declared with both bounds, to say the whole allowed range."""
-    group = FLAT_FIELDS.get(name)
-    if group is None:
-        return None
-    low = high = None
-    for item in GROUPS[group].model_fields[name].metadata:
-        low = getattr(item, "ge", getattr(item, "gt", None)) if low is None else low
-        high = getattr(item, "le", getattr(item, "lt", None)) if high is None else high
-    return (low, high) if low is not None and high is not None else None
+def _describe(err: Any, info: Any) -> str:
+    kind, given = err["type"], err.get("input")
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than") and info is not None:
+        bounds = {key: getattr(item, key) for item in info.metadata for key in ("ge", "gt", "le", "lt")
+                  if getattr(item, key, None) is not None}
+        low = f"at least {bounds['ge']:g}" if "ge" in bounds else f"greater than {bounds['gt']:g}" if "gt" in bounds else ""
+        high = f"at most {bounds['le']:g}" if "le" in bounds else f"less than {bounds['lt']:g}" if "lt" in bounds else ""
+        if "ge" in bounds and "le" in bounds:
+            return f"must be between {bounds['ge']:g} and {bounds['le']:g}, got {_shown(given)}"
+        return f"must be {' and '.join(p for p in (low, high) if p)}, got {_shown(given)}"
+    if kind == "string_pattern_mismatch":
+        if err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+            return f"must be 1-64 lowercase letters, digits, '-' or '_', got {_shown(given)}"
+        return f"has the wrong format, got {_shown(given)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_shown(given)}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
 
 
 class GenerationRequest(BaseModel):
@@ -91,7 +112,7 @@ class GenerationRequest(BaseModel):
     Group fields may be given flat (`steps=20`) or nested (`sampling={"steps": 20}`).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
     prompt: str
     style: str = "auto"
@@ -139,7 +160,7 @@ class ModelRef(BaseModel):
 class AdapterRef(BaseModel):
     """A LoRA or VAE resolved to a file and its hash."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -150,7 +171,7 @@ class AdapterRef(BaseModel):
 class Plan(BaseModel):
     """A fully specified generation job. Same Plan + same weights + same inputs ⇒ same pixels."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     schema_version: Literal[2] = PLAN_SCHEMA_VERSION
     mode: Mode = "txt2img"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -41,7 +41,7 @@ from brushwork.contract.validation import (
     check_text,
     validate_plan,
 )
-from brushwork.errors import InvalidRequest, NotFound
+from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
 from brushwork.models.catalog import CatalogEntry, Kind, ModelCatalog
 from brushwork.models.hashing import WEIGHT_SUFFIXES, lora_short_hash, short_hash
 from brushwork.plan import (
@@ -85,6 +85,8 @@ class AssetIndex(Protocol):
 
     def has(self, ref: AssetRef) -> bool: ...
 
+    def open_mask(self, ref: AssetRef) -> Any: ...
+
 
 def validate_request(request: GenerationRequest, limits: Limits) -> None:
     """Checks that need no style or model: fail fast with the field's name."""
@@ -99,8 +101,17 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
     check_sampling_and_size(request.sampling, request.size, limits)
     for group in (request.init, request.mask, request.hires):
         _needs_input(group)
-    if not request.outpaint.is_empty() and request.init.init_image is None:
-        raise InvalidRequest("outpaint", "needs an init image to extend (init_image)")
+    if request.model is not None and not request.model:
+        raise InvalidRequest("model", "must not be empty (leave it out for the style's model)")
+    if not request.outpaint.is_empty():
+        if request.init.init_image is None:
+            raise InvalidRequest("outpaint", "needs an init image to extend (init_image)")
+        if not any(request.outpaint.sides()):
+            raise InvalidRequest("outpaint", "extend at least one side by a positive number of pixels")
+        if request.mask.mask_image is not None:
+            raise InvalidRequest("mask_image", "outpainting makes its own mask (the new area); leave the mask out")
+        if not request.size.is_empty():
+            raise InvalidRequest("size", "outpainting's size is the init image plus the extension; leave it out")
     if not request.mask.is_empty() and request.init.init_image is None:
         raise InvalidRequest("mask_image", "needs an init image to inpaint (init_image)")
 
@@ -127,6 +138,9 @@ def _mode(request: GenerationRequest) -> Mode:
     if any(request.outpaint.sides()):
         return "outpaint"
     return "inpaint" if request.mask.mask_image is not None else "img2img"
+
+
+KIND_NAMES: dict[Kind, str] = {"controlnet": "ControlNet", "upscaler": "upscaler"}
 
 
 def _round8(value: int) -> int:
@@ -159,17 +173,22 @@ class Resolver:
         from brushwork.models.loading import check_shapes, family_and_variant
 
         path = self.catalog.locate(entry)
-        family, variant = family_and_variant(path, entry.family)
-        check_shapes(path, entry.config)  # a fine-tune with other sizes is refused now, not deep in diffusers
+        try:
+            family, variant = family_and_variant(path, entry.family)
+            check_shapes(path, entry.config)  # a fine-tune with other sizes is refused now, not deep in diffusers
+        except ModelUnavailable as exc:
+            if by_path:  # a file the user named on the spot is their input: a usage error, exit 2
+                raise InvalidRequest("model", str(exc)) from None
+            raise
         sha = self.catalog.sha256(path)
         return ModelRef(name=entry.name, family=family, sha256=sha, short_hash=short_hash(sha),
                         demo=entry.demo, variant=variant, path=str(path) if by_path else None)
 
-    def _pinned(self, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
-        """sha256 of an installed LoRA/ControlNet/upscaler file, or NotFound listing what is installed."""
+    def _pinned(self, field: str, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
+        """sha256 of an installed ControlNet/upscaler file, or NotFound (for `field`) listing what is installed."""
         path = self.catalog.adapter(kind, name)
         if path is None:
-            raise NotFound(kind, name, [*self.catalog.scan(kind), *extra_valid])
+            raise NotFound(field, name, [*self.catalog.scan(kind), *extra_valid], what=KIND_NAMES[kind])
         return self.catalog.sha256(path)
 
     def _adapters(self, recipe: Recipe, model: ModelRef, recipe_family: Family | None,
@@ -225,10 +244,24 @@ class Resolver:
             image, mask_ref = init.init_image, mask.mask_image
             assert image is not None and mask_ref is not None
             if (mask_ref.width, mask_ref.height) != (image.width, image.height):
-                raise InvalidRequest("mask_image", f"is {mask_ref.width}x{mask_ref.height} but the init image is "
-                                                   f"{image.width}x{image.height}; they must be the same size")
+                raise InvalidRequest("mask_image", f"the mask is {mask_ref.width}x{mask_ref.height} but the init "
+                                                   f"image is {image.width}x{image.height}; they must be the same size")
+            self._check_mask_paints_something(mask)
         outpaint = merge(Outpaint, request.outpaint, defaults.outpaint) if mode == "outpaint" else None
         return init, mask, outpaint
+
+    def _check_mask_paints_something(self, mask: Mask) -> None:
+        if self.assets is None or mask.mask_image is None:
+            return
+        from PIL import ImageOps
+
+        image = self.assets.open_mask(mask.mask_image)
+        if mask.invert_mask:
+            image = ImageOps.invert(image)
+        if image.getbbox() is None:
+            raise InvalidRequest("mask_image", "marks nothing to repaint (white marks what to repaint"
+                                               + ("; --invert-mask swaps it" if not mask.invert_mask else
+                                                  ", and --invert-mask turned it all black") + ")")
 
     def _size(self, mode: Mode, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults,
               init: Init | None, outpaint: Outpaint | None) -> tuple[Size, Outpaint | None]:
@@ -240,13 +273,24 @@ class Resolver:
             right += -width % 8
             down += -height % 8
             outpaint = outpaint.model_copy(update={"outpaint_right": right, "outpaint_down": down})
+            if max(width, height) > self.limits.max_size:
+                raise InvalidRequest("outpaint", f"the canvas would be {width}x{height}, larger than the size "
+                                                 f"limit {self.limits.max_size}")
             return Size(width=width + (-width % 8), height=height + (-height % 8)), outpaint
         from_image = None
-        if init is not None and init.init_image is not None:
-            ref = init.init_image
-            from_image = Size(width=_round8(min(ref.width, self.limits.max_size)),
-                              height=_round8(min(ref.height, self.limits.max_size)))
+        if init is not None and init.init_image is not None and None in (request.size.width, request.size.height):
+            from_image = self._image_size(init.init_image)
         return merge(Size, request.size, from_image, recipe.size, defaults.size), outpaint
+
+    def _image_size(self, ref: AssetRef) -> Size:
+        """The init image's size, scaled down proportionally to fit the limits, in multiples of 8."""
+        scale = min(1.0, self.limits.max_size / max(ref.width, ref.height))
+        width, height = _round8(int(ref.width * scale)), _round8(int(ref.height * scale))
+        if min(width, height) < self.limits.min_size:
+            raise InvalidRequest("init_image", f"is {ref.width}x{ref.height}: generating at its shape would be "
+                                               f"{width}x{height}, below the smallest side {self.limits.min_size}; "
+                                               "give the size to generate at (--size)")
+        return Size(width=width, height=height)
 
     def _controls(self, request: GenerationRequest, recipe: Recipe, init: Init | None,
                   family: Family) -> tuple[ControlUnit, ...]:
@@ -257,7 +301,7 @@ class Resolver:
             if image is None:
                 raise InvalidRequest("control", f"ControlNet {unit.model!r} needs an image (or an init image)")
             self._check_asset("control", image)
-            sha = self._pinned("controlnet", unit.model)
+            sha = self._pinned("control", "controlnet", unit.model)
             self._check_control_family(unit.model, family)
             pinned.append(unit.model_copy(update={"image": image, "sha256": sha}))
         return tuple(pinned)
@@ -283,7 +327,7 @@ class Resolver:
         for builtin in (LATENT_UPSCALER, LANCZOS):
             if name.lower() == builtin.lower():
                 return hires.model_copy(update={"hr_upscaler": builtin})
-        sha = self._pinned("upscaler", name, (LATENT_UPSCALER, LANCZOS))
+        sha = self._pinned("hr_upscaler", "upscaler", name, (LATENT_UPSCALER, LANCZOS))
         return hires.model_copy(update={"hr_upscaler_sha256": sha})
 
     def _post(self, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults) -> Post | None:
@@ -295,7 +339,7 @@ class Resolver:
             if step.upscaler.lower() == LANCZOS.lower():
                 steps.append(step.model_copy(update={"upscaler": LANCZOS, "sha256": None}))
             else:
-                steps.append(step.model_copy(update={"sha256": self._pinned("upscaler", step.upscaler, (LANCZOS,))}))
+                steps.append(step.model_copy(update={"sha256": self._pinned("upscale", "upscaler", step.upscaler, (LANCZOS,))}))
         return post.model_copy(update={"upscale": tuple(steps)})
 
     def _check_clip_skip(self, clip_skip: int, model: ModelRef, entry: CatalogEntry) -> None:

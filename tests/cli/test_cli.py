@@ -118,9 +118,9 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path: Path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: cfg: must be between 0 and 30, got 99"]
     for args, expected in (
-        (["generate", "x", "--steps", "abc"], "error: Invalid value for '--steps'"),
+        (["generate", "x", "--steps", "abc"], "error: steps: expected a whole number"),
         (["generate", "x", "--bogus"], "error: No such option: --bogus"),
-        (["generate"], "error: Missing argument 'prompt'."),
+        (["generate"], "error: prompt: is required"),
     ):
         usage = subprocess.run([sys.executable, "-m", "brushwork", *args], capture_output=True, text=True,
                                env=env, timeout=120)

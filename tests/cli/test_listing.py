@@ -110,7 +110,7 @@ def test_info_escapes_plan_fields(cli, tmp_path: Path):
     as_json = cli("info", str(tmp_path / "tampered.png"), "--json")
     _no_control(as_json.output)
     if as_json.exit_code == 0:
-        assert json.loads(as_json.output)["prompt"] == "a cat \x9b2J \x1b[31m"  # still valid, exact JSON
+        assert json.loads(as_json.stdout)["prompt"] == "a cat \x9b2J \x1b[31m"  # still valid, exact JSON
 
 
 # ---------------------------------------------------------------- styles

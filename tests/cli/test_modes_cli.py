@@ -43,7 +43,8 @@ def _fields(path: Path) -> dict[str, str]:
     (["--init", "{photo}", "--mask", "{mask}", "--mask-blur", "2", "--inpaint-area", "masked",
       "--inpaint-padding", "8", "--masked-content", "fill"], (64, 64),
      {"Mask blur": "2", "Inpaint area": "Only masked", "Masked area padding": "8", "Masked content": "fill"}),
-    (["--init", "{photo}", "--outpaint", "0,32,0,0"], (96, 64), {"Outpaint": "left 0, right 32, up 0, down 0"}),
+    (["--init", "{photo}", "--outpaint", "0,32,0,0", "--size", None], (96, 64),
+     {"Outpaint": "left 0, right 32, up 0, down 0"}),
     (["--control", "tinycanny:{photo}:0.8:0:0.5", "--canny", "50,150"], (64, 64),
      {"ControlNet 0": None}),
     (["--hires", "1.5", "--hires-steps", "2", "--hires-upscaler", "tiny2x"], (96, 96),
@@ -52,8 +53,9 @@ def _fields(path: Path) -> dict[str, str]:
      {"Postprocess upscaler": "tiny2x", "Postprocess upscaler 2": "Lanczos"}),
 ])
 def test_each_mode_from_the_cli_writes_its_image_and_a1111_keys(cli, inputs, tmp_path, args, size, keys):
-    args = [a.format(**inputs) for a in args]
-    result = cli("generate", "a red fox", *FAST, *args, "-o", tmp_path / "o")
+    fast = FAST if "--size" not in args else [a for a in FAST if a not in ("--size", "64x64")]
+    args = [a.format(**inputs) for a in args if a not in ("--size", None)]
+    result = cli("generate", "a red fox", *fast, *args, "-o", tmp_path / "o")
     assert result.exit_code == 0, result.output
     path = _png(result.output)
     assert Image.open(path).size == size
@@ -78,8 +80,9 @@ def test_controlnet_text_names_module_weight_and_thresholds(cli, inputs, tmp_pat
 def test_model_given_by_path_is_hashed_and_replays(cli, tiny_models, tmp_path):
     result = cli("generate", "a red fox", "--model", tiny_models.sd15_single, "--seed", "1", "--steps", "1",
                  "--size", "64x64", "-o", tmp_path)
-    # a tiny single file does not have SD 1.5's shapes: refused up front, naming the mismatch (exit 1)
-    assert result.exit_code == 1 and "text encoder width 32 does not match" in result.output, result.output
+    # a tiny single file does not have SD 1.5's shapes: refused up front, naming the mismatch (a usage error)
+    assert result.exit_code == 2 and "error: model: " in result.output, result.output
+    assert "text encoder width 32 does not match" in result.output
     folder = cli("generate", "a red fox", "--model", tiny_models.sd15_folder, "--seed", "1", "--steps", "1",
                  "--size", "64x64", "-o", tmp_path)
     assert folder.exit_code == 0, folder.output
@@ -93,19 +96,31 @@ def test_model_given_by_path_is_hashed_and_replays(cli, tiny_models, tmp_path):
     (["--init", "{missing}"], "init_image: "),
     (["--init", "{folder}"], "init_image: "),
     (["--init", "{text}"], "init_image: "),
-    (["--init", "{photo}", "--mask", "{small_mask}"], "mask_image: is 32x32 but the init image is 64x64"),
+    (["--init", "{photo}", "--mask", "{small_mask}"], "mask_image: the mask is 32x32 but the init image is 64x64"),
     (["--init", "{photo}", "--strength", "1.5"], "strength: must be between 0 and 1"),
     (["--strength", "0.5"], "strength: needs init_image"),
     (["--mask", "{mask}"], "mask_image: needs an init image"),
     (["--init", "{photo}", "--resize-mode", "stretch"], "resize_mode: "),
     (["--init", "{photo}", "--outpaint", "1,2"], "outpaint: expected LEFT,RIGHT,UP,DOWN"),
-    (["--control", "nosuch:{photo}"], "unknown controlnet 'nosuch'; valid: tinycanny"),
+    (["--control", "nosuch:{photo}"], "control: unknown ControlNet 'nosuch'; valid: tinycanny"),
+    (["--control", "tinycanny:{photo}:abc"], "control: after the image"),
+    (["--canny", "50,150"], "canny: applies to --control images"),
+    (["--upscale", "Lanczos:"], "upscale: expected NAME or NAME:SCALE"),
+    (["--upscale", "Lanczos:nan"], "upscale: expected a finite number"),
+    (["--init", "{photo}", "--outpaint", "0,0,0,0"], "outpaint: extend at least one side"),
+    (["--init", "{photo}", "--mask", "{mask}", "--outpaint", "0,8,0,0"], "mask_image: outpainting makes its own mask"),
+    (["--init", "{photo}", "--mask", "{black}"], "mask_image: marks nothing to repaint"),
+    (["--init", "{tiny}", "NOSIZE"], "init_image: is 20x20"),
+    (["--model", ""], "model: must not be empty"),
+    (["--model", "{text}"], "model: "),
+    (["-o", "{text}"], "output: "),
     (["--control", "tinycanny"], "control: expected MODEL:IMAGE"),
     (["--control", "tinycanny:{photo}:2:0"], "control: give SCALE, or SCALE:START:END"),
     (["--control", "tinycanny:{photo}:0.5:0.8:0.2"], "control: control 1 (tinycanny): start (0.8) must be before end"),
     (["--upscale", "nosuch:2"], "unknown upscaler 'nosuch'; valid: Lanczos, tiny2x"),
-    (["--upscale", "Lanczos:99"], "upscale.0.scale: "),
-    (["--hires", "9"], "hr_scale: must be between"),
+    (["--upscale", "Lanczos:99"], "upscale: the chain upscales 99×; the limit is 4×"),
+    (["--upscale", "Lanczos:-1"], "upscale: #1 scale: must be greater than 0, got -1"),
+    (["--hires", "9"], "hr_scale: must be greater than 1 and at most 4, got 9"),
     (["--init", "{photo}", "--hires", "2"], "hr_scale: hires fix applies to txt2img only"),
     (["--init", "{bomb}"], "init_image: "),
     (["-o", ""], "output: must not be empty"),
@@ -117,10 +132,13 @@ def test_bad_image_input_is_one_line_exit_2_nothing_written(cli, inputs, tmp_pat
     (tmp_path / "dir.png").mkdir()
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(bomb)  # small file, 400 megapixels when decoded
+    Image.new("L", (64, 64)).save(tmp_path / "black.png")
+    picture((20, 20)).save(tmp_path / "tiny.png")
     names = {**inputs, "missing": tmp_path / "nope.png", "folder": tmp_path / "dir.png", "text": tmp_path / "text.png",
-             "bomb": bomb}
+             "bomb": bomb, "black": tmp_path / "black.png", "tiny": tmp_path / "tiny.png"}
     out = tmp_path / "o"
-    result = cli("generate", "a red fox", *FAST, *[a.format(**names) for a in args],
+    fast = [a for a in FAST if a not in ("--size", "64x64")] if "NOSIZE" in args else FAST
+    result = cli("generate", "a red fox", *fast, *[a.format(**names) for a in args if a != "NOSIZE"],
                  *(["-o", out] if "-o" not in args else []))
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()

@@ -71,7 +71,8 @@ def test_inverted_mask_repaints_the_other_part(shared_api):
 
 def test_outpaint_keeps_the_original_canvas_and_fills_the_new_area(shared_api):
     init = picture()
-    result = shared_api.generate("a fox", init_image=init, outpaint_left=8, outpaint_right=20, outpaint_down=16, **TINY)
+    fields = {k: v for k, v in TINY.items() if k not in ("width", "height")}  # the canvas sets the size
+    result = shared_api.generate("a fox", init_image=init, outpaint_left=8, outpaint_right=20, outpaint_down=16, **fields)
     image = result.images[0]
     # 64+8+20 = 92 → rounded up to 96 by extending right; 64+16 = 80
     assert image.size == (96, 80) and result.plan.outpaint.sides() == (8, 24, 0, 16)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,10 +41,21 @@ def load_api(ctx: typer.Context) -> Any:
     return Brushwork(Settings.load(config))
 
 
+def resolve_output(output: str | None, default: Path) -> Path:
+    """`-o` with `~` expanded; an empty `-o ""` is an error rather than the current folder."""
+    if output is None:
+        return default
+    if not output.strip():
+        raise InvalidRequest("output", "must not be empty (leave -o out for the default folder)")
+    return Path(output).expanduser()
+
+
 def ensure_output_dir(folder: Path) -> Path:
     """Create the output folder up front, so a bad `-o` fails before minutes of work."""
     import tempfile
 
+    if folder.exists() and not folder.is_dir():
+        raise InvalidRequest("output", f"{str(folder)!r} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -120,7 +132,7 @@ def step_progress(total: int, label: str) -> Iterator[Callable[[Any], None]]:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task(label, total=total, rate="")
+        task = progress.add_task(escape(label), total=total, rate="")  # names may come from files: no markup
 
         def on_step(event: Any) -> None:
             rate = event.step / event.elapsed if event.elapsed > 0 else 0.0

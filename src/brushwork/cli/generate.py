@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from brushwork.cli.common import (
     console,
@@ -14,10 +16,12 @@ from brushwork.cli.common import (
     handle_errors,
     load_api,
     quiet_libraries,
+    resolve_output,
     step_progress,
 )
 from brushwork.config import Limits
 from brushwork.errors import InvalidRequest
+from brushwork.post.png_read import terminal_safe
 
 _LIMITS = Limits()  # the defaults, for help text; the configured limits are what requests are checked against
 
@@ -41,9 +45,12 @@ def parse_outpaint(text: str) -> dict[str, int]:
 
 def _float(field: str, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise InvalidRequest(field, f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise InvalidRequest(field, f"expected a finite number, got {text!r}")
+    return value
 
 
 def parse_control(text: str, thresholds: tuple[int, int] | None, preprocess: bool) -> dict[str, Any]:
@@ -59,13 +66,17 @@ def parse_control(text: str, thresholds: tuple[int, int] | None, preprocess: boo
     numbers: list[float] = []
     while len(pieces) > 1 and len(numbers) < 3:  # numbers trail the path; a path may contain ':'
         try:
-            numbers.insert(0, float(pieces[-1]))
-        except ValueError:
+            numbers.insert(0, _float("control", pieces[-1]))
+        except InvalidRequest:
             break
         pieces.pop()
     if len(numbers) == 2:
         raise InvalidRequest("control", f"give SCALE, or SCALE:START:END, after the image; got {text!r}")
-    unit: dict[str, Any] = {"model": model, "image": Path(":".join(pieces)).expanduser()}
+    image = Path(":".join(pieces)).expanduser()
+    if not image.exists() and len(pieces) > 1 and Path(pieces[0]).expanduser().exists():
+        raise InvalidRequest("control", f"after the image {pieces[0]!r} expected SCALE or SCALE:START:END "
+                                        f"(numbers), got {':'.join(pieces[1:])!r}")
+    unit: dict[str, Any] = {"model": model, "image": image}
     if numbers:
         unit["scale"] = numbers[0]
     if len(numbers) == 3:
@@ -79,10 +90,10 @@ def parse_control(text: str, thresholds: tuple[int, int] | None, preprocess: boo
 
 def parse_upscale(text: str) -> dict[str, Any]:
     """'4x-UltraSharp:2' → an upscale step (name, factor; default 2)."""
-    name, _, scale = text.rpartition(":") if ":" in text else (text, "", "")
-    if not name:
-        raise InvalidRequest("upscale", f"expected NAME[:SCALE], got {text!r}")
-    return {"upscaler": name, "scale": _float("upscale", scale)} if scale else {"upscaler": name}
+    parts = text.split(":")
+    if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
+        raise InvalidRequest("upscale", f"expected NAME or NAME:SCALE such as 4x-UltraSharp:2, got {text!r}")
+    return {"upscaler": parts[0], "scale": _float("upscale", parts[1])} if len(parts) == 2 else {"upscaler": parts[0]}
 
 
 def parse_thresholds(text: str | None) -> tuple[int, int] | None:
@@ -94,31 +105,23 @@ def parse_thresholds(text: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def resolve_output(output: str | None, default: Path) -> Path:
-    """`-o` with `~` expanded; an empty `-o ""` is an error rather than the current folder."""
-    if output is None:
-        return default
-    if not output.strip():
-        raise InvalidRequest("output", "must not be empty (leave -o out for the default folder)")
-    return Path(output).expanduser()
-
-
 def _run_and_save(api: Any, plan: Any, output: Path) -> None:
     from brushwork.contract.validation import planned_steps
 
     output = ensure_output_dir(output)
     for warning in plan.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, markup=False)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(terminal_safe(warning))}", highlight=False)
     if plan.model.demo:
         err_console.print("[yellow]note:[/yellow] the demo model has random weights: its images are noise",
                           highlight=False)
-    label = f"{plan.mode} · {plan.style} · {plan.model.name} · {plan.sampler}"
-    with step_progress(planned_steps(plan), label) as on_step:
+    label = terminal_safe(f"{plan.mode} · {plan.style} · {plan.model.name} · {plan.sampler}")
+    total = planned_steps(plan)
+    with step_progress(total, label) as on_step:
         result = api.engine.run(plan, on_progress=on_step)  # checked by resolve or `api.check`
     for path in api.save(result, output):
         console.print(str(path), highlight=False, soft_wrap=True, markup=False)
     seeds = ", ".join(str(s) for s in plan.seeds)
-    steps = f"{plan.steps} step{'s' if plan.steps != 1 else ''}"
+    steps = f"{total} step{'s' if total != 1 else ''}"
     size = f"{result.images[0].width}x{result.images[0].height}"
     err_console.print(f"seed {seeds} · {size} · {steps} · {result.timings['total']:.1f}s", highlight=False)
     if any(result.filtered):
@@ -134,33 +137,33 @@ def generate(
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Style variant (see `brushwork styles`).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Catalog name ('demo' needs no download), or a path to a .safetensors file or diffusers folder.")] = None,
     negative: Annotated[Optional[str], typer.Option("--negative", "-n", help="Negative prompt (replaces the style's).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help=f"Denoising steps, 1 to limits.max_steps (default {_LIMITS.max_steps}).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Denoising steps, 1 to the limits.max_steps setting ({_LIMITS.max_steps} unless configured).")] = None,
     cfg: Annotated[Optional[float], typer.Option(help="Guidance scale, 0-30.")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="Euler a, Euler, DPM++ 2M, DPM++ 2M Karras, DPM++ SDE Karras, DDIM, LMS, Heun, UniPC or LCM (snake_case works: euler_a).")] = None,
-    size: Annotated[Optional[str], typer.Option(help=f"WIDTHxHEIGHT, multiples of 8 within limits.min_size-limits.max_size (default {_LIMITS.min_size}-{_LIMITS.max_size}).")] = None,
+    size: Annotated[Optional[str], typer.Option(help=f"WIDTHxHEIGHT, multiples of 8 within the limits.min_size-limits.max_size settings ({_LIMITS.min_size}-{_LIMITS.max_size} unless configured).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="0 to 4294967295; random when omitted (and printed).")] = None,
-    batch: Annotated[int, typer.Option("--batch", "-b", help=f"Images in one run, 1 to limits.max_batch (default {_LIMITS.max_batch}); image i uses seed+i.")] = 1,
-    clip_skip: Annotated[Optional[int], typer.Option(help="A1111 'Clip skip' (1 = last layer).")] = None,
+    batch: Annotated[int, typer.Option("--batch", "-b", help=f"Images in one run, 1 to the limits.max_batch setting ({_LIMITS.max_batch} unless configured); image i uses seed+i.")] = 1,
+    clip_skip: Annotated[Optional[int], typer.Option(help="A1111 'Clip skip', 1-12 (1 = last layer), less than the model's text-encoder layers.")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="img2img: start from this image.", rich_help_panel="Image input")] = None,
-    strength: Annotated[Optional[float], typer.Option(help="img2img/inpaint denoising strength 0-1 (0 = the init image back).", rich_help_panel="Image input")] = None,
+    strength: Annotated[Optional[float], typer.Option(help="Denoising strength 0-1 (default 0.75; outpainting 1; 0 = the init image back).", rich_help_panel="Image input")] = None,
     resize_mode: Annotated[Optional[str], typer.Option(help="When the init image's size differs: just_resize, crop_and_resize or resize_and_fill.", rich_help_panel="Image input")] = None,
     mask: Annotated[Optional[Path], typer.Option("--mask", help="Inpaint: white = repaint, black = keep (same size as --init).", rich_help_panel="Inpaint")] = None,
     mask_blur: Annotated[Optional[int], typer.Option(help="Mask blur in pixels, 0-64 (default 4).", rich_help_panel="Inpaint")] = None,
     invert_mask: Annotated[bool, typer.Option("--invert-mask", help="Repaint the black part instead.", rich_help_panel="Inpaint")] = False,
     masked_content: Annotated[Optional[str], typer.Option(help="original, fill, latent_noise or latent_nothing.", rich_help_panel="Inpaint")] = None,
     inpaint_area: Annotated[Optional[str], typer.Option(help="whole, or masked (A1111 'Only masked': crop, generate at full size, paste back).", rich_help_panel="Inpaint")] = None,
-    inpaint_padding: Annotated[Optional[int], typer.Option(help="Pixels around the mask for --inpaint-area masked (default 32).", rich_help_panel="Inpaint")] = None,
+    inpaint_padding: Annotated[Optional[int], typer.Option(help="Pixels around the mask for --inpaint-area masked, 0-256 (default 32).", rich_help_panel="Inpaint")] = None,
     outpaint: Annotated[Optional[str], typer.Option(help="Extend the canvas: LEFT,RIGHT,UP,DOWN pixels, e.g. 0,128,0,0 (needs --init).", rich_help_panel="Inpaint")] = None,
-    control: Annotated[Optional[list[str]], typer.Option("--control", help="ControlNet MODEL:IMAGE[:SCALE[:START:END]], repeatable. A model named *canny* gets canny preprocessing.", rich_help_panel="ControlNet")] = None,
-    canny: Annotated[Optional[str], typer.Option("--canny", help="Canny thresholds LOW,HIGH (default 100,200).", rich_help_panel="ControlNet")] = None,
+    control: Annotated[Optional[list[str]], typer.Option("--control", metavar="MODEL:IMAGE[:SCALE[:START:END]]", help="A ControlNet from models/controlnet/, repeatable. SCALE 0-2 (default 1); START/END 0-1, the share of steps it acts on. A model named *canny* gets canny preprocessing.", rich_help_panel="ControlNet")] = None,
+    canny: Annotated[Optional[str], typer.Option("--canny", help="Canny thresholds LOW,HIGH, 0-255 (default 100,200).", rich_help_panel="ControlNet")] = None,
     no_preprocess: Annotated[bool, typer.Option("--no-preprocess", help="Control images are ready-made maps: no canny.", rich_help_panel="ControlNet")] = False,
-    hires: Annotated[Optional[float], typer.Option("--hires", help="Hires fix: upscale factor, e.g. 2 (txt2img).", rich_help_panel="Hires fix and upscaling")] = None,
-    hires_steps: Annotated[Optional[int], typer.Option(help="Second-pass steps (0 = same as --steps).", rich_help_panel="Hires fix and upscaling")] = None,
+    hires: Annotated[Optional[float], typer.Option("--hires", help="Hires fix (txt2img): upscale factor, greater than 1 and at most 4, e.g. 2.", rich_help_panel="Hires fix and upscaling")] = None,
+    hires_steps: Annotated[Optional[int], typer.Option(help="Second-pass steps, 0 to limits.max_steps (0 = same as --steps).", rich_help_panel="Hires fix and upscaling")] = None,
     hires_denoise: Annotated[Optional[float], typer.Option(help="Second-pass denoising strength 0-1 (default 0.7).", rich_help_panel="Hires fix and upscaling")] = None,
     hires_upscaler: Annotated[Optional[str], typer.Option(help="Latent (default), Lanczos, or an upscaler model name.", rich_help_panel="Hires fix and upscaling")] = None,
-    upscale: Annotated[Optional[list[str]], typer.Option("--upscale", help="After generating: upscaler NAME[:SCALE] (or Lanczos:SCALE), repeatable, applied in order.", rich_help_panel="Hires fix and upscaling")] = None,
-    resize_to: Annotated[Optional[str], typer.Option(help="Finally resize to exactly WIDTHxHEIGHT (Lanczos).", rich_help_panel="Hires fix and upscaling")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for the PNGs (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
+    upscale: Annotated[Optional[list[str]], typer.Option("--upscale", metavar="NAME[:SCALE]", help="After generating: an upscaler from models/upscalers/ (or Lanczos), SCALE default 2, repeatable, applied in order; the whole chain at most limits.max_upscale (4 unless configured).", rich_help_panel="Hires fix and upscaling")] = None,
+    resize_to: Annotated[Optional[str], typer.Option(help="Finally resize to exactly WIDTHxHEIGHT (Lanczos), at most limits.max_size × limits.max_upscale a side.", rich_help_panel="Hires fix and upscaling")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="<path>", help="Folder for the PNGs (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
 ) -> None:
     """Generate images from a prompt (txt2img, img2img, inpaint, outpaint, ControlNet, hires) and save PNGs with metadata."""
     width, height = parse_size(size) if size else (None, None)
@@ -178,6 +181,8 @@ def generate(
     if control:
         thresholds = parse_thresholds(canny)
         fields["controls"] = [parse_control(text, thresholds, not no_preprocess) for text in control]
+    elif canny is not None or no_preprocess:
+        raise InvalidRequest("canny" if canny is not None else "no_preprocess", "applies to --control images; give --control")
     if upscale:
         fields["upscale"] = [parse_upscale(text) for text in upscale]
     if resize_to is not None:
@@ -195,7 +200,7 @@ def generate(
 def replay(
     ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="A PNG made by brushwork.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Folder for the PNG.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="<path>", help="Folder for the PNG.")] = None,
 ) -> None:
     """Regenerate an image from the Plan embedded in it (same weights and inputs ⇒ same pixels)."""
     api = load_api(ctx)

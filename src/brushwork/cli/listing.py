@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -163,6 +163,7 @@ def _file_errors_made_safe() -> Iterator[None]:
 
 @handle_errors
 def info(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="A PNG with A1111 or brushwork metadata.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the embedded Plan as JSON.")] = False,
 ) -> None:
@@ -173,8 +174,10 @@ def info(
     with _file_errors_made_safe():
         chunks = read_text_chunks(image)
         if as_json:
-            text = json.dumps(json.loads(read_plan(image).to_json()), indent=2, ensure_ascii=False)
+            plan = read_plan(image)
+            text = json.dumps(json.loads(plan.to_json()), indent=2, ensure_ascii=False)
             console.print(terminal_safe(text, for_json=True), highlight=False, markup=False, soft_wrap=True)
+            _note_if_refused(ctx, plan)
             return
         if PARAMETERS_KEY not in chunks and PLAN_KEY not in chunks:
             raise InvalidRequest("image", f"{image.name} has no generation metadata")
@@ -182,7 +185,20 @@ def info(
             console.print(terminal_safe(chunks[PARAMETERS_KEY]), highlight=False, markup=False, soft_wrap=True)
         if PLAN_KEY in chunks:
             plan = read_plan(image)
+            upscaled_later = "postprocessing" in chunks and plan.post is None
+            what = "the image as generated, before `brushwork upscale`" if upscaled_later else "it"
             console.print(terminal_safe(
                 f"\nbrushwork plan: style {plan.style}, model {plan.model.name} "
-                f"(sha256 {plan.model.sha256[:16]}…); `brushwork replay {image}` regenerates it"),
+                f"(sha256 {plan.model.sha256[:16]}…); `brushwork replay {image}` regenerates {what}"),
                 highlight=False, markup=False, soft_wrap=True)
+            _note_if_refused(ctx, plan)
+
+
+def _note_if_refused(ctx: typer.Context, plan: Any) -> None:
+    """`info` shows any Plan it can parse; say so when this deployment would refuse to replay it."""
+    from brushwork.contract.validation import validate_plan
+
+    try:
+        validate_plan(plan, load_api(ctx).settings.limits)
+    except InvalidRequest as exc:
+        err_console.print(f"note: replay would refuse this Plan: {escape(terminal_safe(str(exc)))}", highlight=False)

@@ -61,9 +61,26 @@ def command() -> Any:
     return root
 
 
+def usage_message(exc: Exception) -> str:
+    """A usage error as `FIELD: message`, like every other error ('--strength abc' → `strength: expected a number`)."""
+    message = exc.format_message()  # type: ignore[attr-defined]
+    param = getattr(exc, "param", None)
+    name = getattr(param, "name", None)
+    if not name:
+        return message
+    if type(exc).__name__ == "MissingParameter":
+        return f"{name}: is required ({message.rstrip('.')})"
+    text = str(getattr(exc, "message", "") or message)
+    if "valid integer" in text:
+        return f"{name}: expected a whole number"
+    if "valid number" in text:
+        return f"{name}: expected a number"
+    return f"{name}: {text[:1].lower() + text[1:]}"
+
+
 def main() -> None:
     """Run the CLI; usage errors (bad option types, unknown options) become one line, exit 2."""
-    from brushwork.cli.common import EXIT_BAD_INPUT, err_console
+    from brushwork.cli.common import EXIT_BAD_INPUT, print_error
 
     try:
         code = command()(standalone_mode=False)
@@ -71,7 +88,7 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # typer has already printed the help
             code = 0
         else:
-            err_console.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)  # type: ignore[attr-defined]
+            print_error(usage_message(exc))
             code = getattr(exc, "exit_code", EXIT_BAD_INPUT)
     except typer.Abort:
         code = 1

@@ -28,6 +28,7 @@ from brushwork.cli.common import (
     err_console,
     handle_errors,
     load_api,
+    resolve_output,
 )
 from brushwork.errors import InvalidRequest
 
@@ -100,7 +101,7 @@ def upscale(
     image: Annotated[Path, typer.Argument(help="The image to enlarge (PNG, JPEG or WebP).")],
     upscaler: Annotated[Optional[str], typer.Option("--upscaler", "-u", help="A model in models/upscalers/ (file stem, or A1111 name such as 'R-ESRGAN 4x+'), a path to a model file, or 'Lanczos' (plain resize).")] = None,
     scale: Annotated[Optional[float], typer.Option("--scale", help="Enlargement factor, up to limits.max_upscale (default 4); default: the model's own (2 for Lanczos). Other factors: one model pass, then a Lanczos resize.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the PNG (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="<path>", help="Folder for the PNG (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size in input pixels (default: settings upscale_tile, 256); smaller uses less GPU memory.")] = None,
 ) -> None:
     """Enlarge an image with an upscaler model; writes a new PNG that keeps the input's metadata."""
@@ -153,7 +154,7 @@ def upscale(
         native = upscalers.native_scale(name)
     factor = native if scale is None else scale
     out_w, out_h = check_upscale(source.width, source.height, factor, limits)
-    output_dir = ensure_output_dir(output or settings.output_dir)
+    output_dir = ensure_output_dir(resolve_output(output, settings.output_dir))
 
     has_alpha = "A" in source.getbands() or "transparency" in source.info
     rgb = source.convert("RGB")

@@ -38,7 +38,7 @@ LANCZOS = "Lanczos"
 class Group(BaseModel):
     """A set of fields that travel together; all optional until merged into a Plan."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: fields whose value must be given by the request or the style (no default can stand in)
     required_input: ClassVar[tuple[str, ...]] = ()
@@ -116,7 +116,7 @@ class Hires(Group):
 class ControlUnit(BaseModel):
     """One ControlNet: a model, a conditioning image and how strongly/when it steers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1, description="name in models/controlnet/")
     image: AssetRef | None = Field(default=None, description="the map (or photo to preprocess); default: init image")
@@ -132,10 +132,10 @@ class ControlUnit(BaseModel):
 class UpscaleStep(BaseModel):
     """One step of the post chain: an upscaler model (or Lanczos) by a factor."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     upscaler: str = Field(min_length=1)
-    scale: float = Field(default=2.0, gt=0, le=8)
+    scale: float = Field(default=2.0, gt=0, description="the chain's product is checked against limits.max_upscale")
     sha256: str | None = Field(default=None, description="pinned by resolve for model upscalers")
 
 

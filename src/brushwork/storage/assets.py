@@ -200,8 +200,9 @@ class AssetStore:
         except FileNotFoundError:
             raise InvalidRequest(
                 "asset",
-                f"input image {ref.short}… is not in the asset store at {self.root}; "
-                "supply the image file again, or use the brushwork home (BRUSHWORK_HOME) that stored it",
+                f"input image sha256 {ref.sha256} ({ref.width}x{ref.height}) is not in the asset store at "
+                f"{self.root}; use the brushwork home (BRUSHWORK_HOME) that stored it, or store the same file "
+                "again by using it once (e.g. `brushwork generate ... --init FILE`) and replay then",
             ) from None
         except OSError as exc:
             raise BrushworkError(f"input image {ref.short}… at {path} cannot be read ({exc.strerror or exc})") from None
