@@ -12,9 +12,7 @@ A1111's extras keys are added to `parameters`.
 from __future__ import annotations
 
 import re
-import stat
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,41 +36,17 @@ _NUMBERED = re.compile(r"^(\d{5,})-")
 
 
 def open_image(path: Path, limits: Any) -> tuple[Any, str]:
-    """A user's image file and its format, checked before decoding: exists, bytes and pixels within limits."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """A user's image file and its format, checked exactly as generate's input images are."""
+    import io
 
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise InvalidRequest("image", f"{path} does not exist") from None
-    except OSError as exc:
-        raise InvalidRequest("image", f"{path} cannot be read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InvalidRequest("image", f"{path} is a folder, not an image file")
-    if info.st_size > limits.max_image_bytes:
-        raise InvalidRequest("image", f"{path} is {info.st_size / 2**20:.1f} MB; the largest allowed is "
-                                      f"{limits.max_image_bytes / 2**20:.1f} MB")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(path, formats=_FORMATS)
-        except UnidentifiedImageError:
-            raise InvalidRequest("image", f"{path} is not a PNG, JPEG or WebP image") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InvalidRequest("image", f"{path} claims dimensions too large to decode safely") from None
-        except Exception:
-            raise InvalidRequest("image", f"{path} cannot be read as an image (truncated or corrupt)") from None
-        width, height = image.size  # from the header: nothing decoded yet
-        if width * height > limits.max_image_pixels:
-            image.close()
-            raise InvalidRequest("image", f"{path} is {width}x{height} = {width * height} pixels; the most "
-                                          f"allowed is {limits.max_image_pixels}")
-        try:
-            image.load()
-            upright = ImageOps.exif_transpose(image)  # as viewers show it: the PNG written carries no EXIF
-        except Exception:
-            raise InvalidRequest("image", f"{path} is truncated or corrupt and cannot be decoded") from None
-    return upright, image.format
+    from PIL import Image, ImageOps
+
+    from brushwork.storage.assets import read_image_file
+
+    data = read_image_file(path, field="image", limits=limits)
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return ImageOps.exif_transpose(image), image.format or "PNG"
 
 
 def _slug(text: str, limit: int = 40) -> str:

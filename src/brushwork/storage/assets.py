@@ -92,6 +92,35 @@ def _validate(data: bytes, *, field: str, limits: Limits, what: str) -> tuple[Me
     return media_type, width, height
 
 
+def read_image_file(path: Path, *, field: str, limits: Limits) -> bytes:
+    """The bytes of a user's image file, checked like any input image (size before reading, then content).
+
+    Every command that reads an image file (generate's inputs, `upscale`)
+    uses this, so they refuse the same files with the same words.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InvalidRequest(field, f"{path} does not exist") from None
+    except OSError as exc:
+        raise InvalidRequest(field, f"{path} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidRequest(field, f"{path} is a folder; expected an image file ({_ALLOWED})")
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidRequest(field, f"{path} is not a regular file; expected {_ALLOWED}")
+    if info.st_size > limits.max_image_bytes:
+        raise InvalidRequest(field, f"{path} is {_megabytes(info.st_size)}; the largest allowed is "
+                                    f"{_megabytes(limits.max_image_bytes)}")
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limits.max_image_bytes + 1)  # bounded even if the file grows meanwhile
+    except OSError as exc:
+        raise InvalidRequest(field, f"{path} cannot be read ({exc.strerror or exc})") from None
+    _validate(data, field=field, limits=limits, what=str(path))
+    return data
+
+
 def _png_bytes(image: Image.Image) -> bytes:
     """Deterministic PNG: pixels only (no text, ICC, EXIF, dpi), fixed compression level."""
     has_alpha = "A" in image.getbands() or "transparency" in image.info
@@ -135,25 +164,7 @@ class AssetStore:
 
     def put_file(self, path: Path, *, field: str, limits: Limits) -> AssetRef:
         """Store an image file from disk; its size is checked before anything is read."""
-        path = Path(path)
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            raise InvalidRequest(field, f"{path} does not exist") from None
-        except OSError as exc:
-            raise InvalidRequest(field, f"{path} cannot be read ({exc.strerror or exc})") from None
-        if stat.S_ISDIR(info.st_mode):
-            raise InvalidRequest(field, f"{path} is a folder; expected an image file ({_ALLOWED})")
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidRequest(field, f"{path} is not a regular file; expected {_ALLOWED}")
-        if info.st_size > limits.max_image_bytes:
-            raise InvalidRequest(field, f"{path} is {_megabytes(info.st_size)}; the largest allowed is "
-                                        f"{_megabytes(limits.max_image_bytes)}")
-        try:
-            with path.open("rb") as fh:
-                data = fh.read(limits.max_image_bytes + 1)  # bounded even if the file grows meanwhile
-        except OSError as exc:
-            raise InvalidRequest(field, f"{path} cannot be read ({exc.strerror or exc})") from None
+        data = read_image_file(path, field=field, limits=limits)
         return self._put(data, field=field, limits=limits, what=str(path))
 
     def put_image(self, image: Image.Image, *, field: str, limits: Limits) -> AssetRef:
