@@ -157,9 +157,11 @@ def test_help_shows_flags_without_a_value_placeholder(monkeypatch, capsys):
     from brushwork.cli.main import command
 
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("BRUSHWORK_LIMITS__MAX_STEPS", "80")  # help shows this deployment's limits
     outputs = {}
     for args in (["--help"], ["generate", "--help"], ["styles", "--help"], ["info", "--help"]):
         command()(args, standalone_mode=False)
         outputs[args[0]] = capsys.readouterr().out
         assert "Usage:" in outputs[args[0]] and "<bool>" not in outputs[args[0]], outputs[args[0]]
-    assert "--invert-mask" in outputs["generate"] and "limits.max_steps" in outputs["generate"]
+    assert "--invert-mask" in outputs["generate"] and "Denoising steps, 1-80 (the limits.max_steps" in outputs["generate"]
+    assert "{max_" not in outputs["generate"]

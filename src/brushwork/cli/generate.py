@@ -19,11 +19,9 @@ from brushwork.cli.common import (
     resolve_output,
     step_progress,
 )
-from brushwork.config import Limits
 from brushwork.errors import InvalidRequest
 from brushwork.post.png_read import terminal_safe
 
-_LIMITS = Limits()  # the defaults, for help text; the configured limits are what requests are checked against
 
 
 def parse_size(size: str, field: str = "size") -> tuple[int, int]:
@@ -137,12 +135,12 @@ def generate(
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Style variant (see `brushwork styles`).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Catalog name ('demo' needs no download), or a path to a .safetensors file or diffusers folder.")] = None,
     negative: Annotated[Optional[str], typer.Option("--negative", "-n", help="Negative prompt (replaces the style's).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help=f"Denoising steps, 1 to the limits.max_steps setting ({_LIMITS.max_steps} unless configured).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps, 1-{max_steps} (the limits.max_steps setting).")] = None,
     cfg: Annotated[Optional[float], typer.Option(help="Guidance scale, 0-30.")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="Euler a, Euler, DPM++ 2M, DPM++ 2M Karras, DPM++ SDE Karras, DDIM, LMS, Heun, UniPC or LCM (snake_case works: euler_a).")] = None,
-    size: Annotated[Optional[str], typer.Option(help=f"WIDTHxHEIGHT, multiples of 8 within the limits.min_size-limits.max_size settings ({_LIMITS.min_size}-{_LIMITS.max_size} unless configured).")] = None,
+    size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8, each side {min_size}-{max_size} (limits.min_size, limits.max_size).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="0 to 4294967295; random when omitted (and printed).")] = None,
-    batch: Annotated[int, typer.Option("--batch", "-b", help=f"Images in one run, 1 to the limits.max_batch setting ({_LIMITS.max_batch} unless configured); image i uses seed+i.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Images in one run, 1-{max_batch} (limits.max_batch); image i uses seed+i.")] = 1,
     clip_skip: Annotated[Optional[int], typer.Option(help="A1111 'Clip skip', 1-12 (1 = last layer), less than the model's text-encoder layers.")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="img2img: start from this image.", rich_help_panel="Image input")] = None,
     strength: Annotated[Optional[float], typer.Option(help="Denoising strength 0-1 (default 0.75; outpainting 1; 0 = the init image back).", rich_help_panel="Image input")] = None,
@@ -158,10 +156,10 @@ def generate(
     canny: Annotated[Optional[str], typer.Option("--canny", help="Canny thresholds LOW,HIGH, 0-255 (default 100,200).", rich_help_panel="ControlNet")] = None,
     no_preprocess: Annotated[bool, typer.Option("--no-preprocess", help="Control images are ready-made maps: no canny.", rich_help_panel="ControlNet")] = False,
     hires: Annotated[Optional[float], typer.Option("--hires", help="Hires fix (txt2img): upscale factor, greater than 1 and at most 4, e.g. 2.", rich_help_panel="Hires fix and upscaling")] = None,
-    hires_steps: Annotated[Optional[int], typer.Option(help="Second-pass steps, 0 to limits.max_steps (0 = same as --steps).", rich_help_panel="Hires fix and upscaling")] = None,
+    hires_steps: Annotated[Optional[int], typer.Option(help="Second-pass steps, 0-{max_steps} (0 = same as --steps).", rich_help_panel="Hires fix and upscaling")] = None,
     hires_denoise: Annotated[Optional[float], typer.Option(help="Second-pass denoising strength 0-1 (default 0.7).", rich_help_panel="Hires fix and upscaling")] = None,
     hires_upscaler: Annotated[Optional[str], typer.Option(help="Latent (default), Lanczos, or an upscaler model name.", rich_help_panel="Hires fix and upscaling")] = None,
-    upscale: Annotated[Optional[list[str]], typer.Option("--upscale", metavar="NAME[:SCALE]", help="After generating: an upscaler from models/upscalers/ (or Lanczos), SCALE default 2, repeatable, applied in order; the whole chain at most limits.max_upscale (4 unless configured).", rich_help_panel="Hires fix and upscaling")] = None,
+    upscale: Annotated[Optional[list[str]], typer.Option("--upscale", metavar="NAME[:SCALE]", help="After generating: an upscaler from models/upscalers/ (or Lanczos), SCALE default 2, repeatable, applied in order; the whole chain at most {max_upscale}× (limits.max_upscale).", rich_help_panel="Hires fix and upscaling")] = None,
     resize_to: Annotated[Optional[str], typer.Option(help="Finally resize to exactly WIDTHxHEIGHT (Lanczos), at most limits.max_size × limits.max_upscale a side.", rich_help_panel="Hires fix and upscaling")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="<path>", help="Folder for the PNGs (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
 ) -> None:

@@ -53,12 +53,29 @@ def command() -> Any:
 
     root = typer.main.get_command(app)
     commands = [root, *getattr(root, "commands", {}).values()]
+    limits = help_limits()
     for cmd in commands:
         help_option = cmd.get_help_option(typer.Context(cmd))
         for param in [*cmd.params, help_option]:
             if param is not None and getattr(param, "is_flag", False):
                 param.metavar = ""
+            for key, value in limits.items():  # "{max_steps}" in help → this deployment's limit
+                if param is not None and getattr(param, "help", None) and f"{{{key}}}" in param.help:
+                    param.help = param.help.replace(f"{{{key}}}", value)
     return root
+
+
+def help_limits() -> dict[str, str]:
+    """The limits that requests will be checked against, for help text (defaults if settings are broken;
+    the command itself then reports the bad setting)."""
+    from brushwork.config import Limits, Settings
+    from brushwork.errors import BrushworkError
+
+    try:
+        limits = Settings.load().limits
+    except BrushworkError:
+        limits = Limits()
+    return {key: f"{value:g}" for key, value in limits.model_dump().items()}
 
 
 def usage_message(exc: Exception) -> str:
