@@ -23,7 +23,6 @@ from brushwork.errors import InvalidRequest
 from brushwork.post.png_read import terminal_safe
 
 
-
 def parse_size(size: str, field: str = "size") -> tuple[int, int]:
     """'512x768' → (512, 768)."""
     parts = size.lower().replace("×", "x").split("x")

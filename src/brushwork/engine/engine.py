@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,20 +28,6 @@ from brushwork.plan import Plan, Result
 from brushwork.runtime.device import DevicePolicy, choose, torch_dtype
 from brushwork.runtime.samplers import scheduler_for
 from brushwork.storage.assets import AssetStore
-
-
-@contextmanager
-def quiet_dtype_notice() -> Iterator[None]:
-    """diffusers 0.42's from_pipe logs "modules that should be kept in float32: []" for every module; hide it."""
-    import logging
-
-    logger = logging.getLogger("diffusers.models.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass
@@ -139,6 +123,8 @@ class Engine:
         if plan.model.family == "sdxl":
             extra["add_watermarker"] = False  # pixels must not depend on whether an optional package is installed
         # dtype=: from_pipe would otherwise cast the shared modules to float32 in place.
+        from brushwork.models.loading import quiet_dtype_notice
+
         with quiet_dtype_notice():
             view = getattr(diffusers, class_name).from_pipe(base, dtype=base.dtype, **extra)
         view.set_progress_bar_config(disable=True)

@@ -35,8 +35,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -507,26 +506,14 @@ def _single_file_source(path: Path, info: ControlNetInfo) -> Any:
     return str(path)
 
 
-@contextmanager
-def _quiet_cast_warning() -> Iterator[None]:
-    """Hide diffusers' spurious "modules that should be kept in float32: []" warning on `.to(dtype)`."""
-    import logging
-
-    logger = logging.getLogger("diffusers.models.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _check_complete(info: ControlNetInfo) -> None:
     """Every tensor the derived architecture needs is in the file, with the right shape (meta model, no weights)."""
     from accelerate import init_empty_weights
     from diffusers import ControlNetModel
 
-    with init_empty_weights(), _quiet_cast_warning():
+    from brushwork.models.loading import quiet_dtype_notice
+
+    with init_empty_weights(), quiet_dtype_notice():
         expected = {k: tuple(v.shape) for k, v in ControlNetModel.from_config(info.config).state_dict().items()}
     missing = sorted(set(expected) - set(info.shapes))
     if missing:
@@ -576,7 +563,7 @@ def load_controlnet(
     `home/configs/controlnet/`. Any diffusers/torch failure becomes a
     `ModelUnavailable` naming the file.
     """
-    from brushwork.models.loading import quiet_library_bars
+    from brushwork.models.loading import quiet_dtype_notice, quiet_library_bars
 
     path = Path(path)
     info = inspect_controlnet(path)
@@ -595,7 +582,7 @@ def load_controlnet(
     try:
         from diffusers import ControlNetModel
 
-        with quiet_library_bars(), _quiet_cast_warning():
+        with quiet_library_bars(), quiet_dtype_notice():
             if info.layout == "diffusers-folder":
                 model = ControlNetModel.from_pretrained(
                     str(path), dtype=torch_dtype, local_files_only=True, **folder_kwargs

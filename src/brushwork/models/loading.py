@@ -145,6 +145,20 @@ def _label(family: Family, variant: Variant) -> str:
 
 
 @contextmanager
+def quiet_dtype_notice() -> Iterator[None]:
+    """diffusers 0.42's from_pipe logs "modules that should be kept in float32: []" for every module; hide it."""
+    import logging
+
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
 def quiet_library_bars() -> Iterator[None]:
     """Hide diffusers'/transformers' own loading bars for the duration, then restore them.
 
