@@ -1,4 +1,4 @@
-"""GenerationRequest + style + catalog → Plan.
+"""`Resolver`: GenerationRequest + style + catalog → Plan.
 
 This is where every default is decided, once: after it, the Plan says
 everything and the engine makes no choices of its own. Each parameter group
@@ -9,8 +9,6 @@ first use, in a function).
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +21,6 @@ from brushwork.contract.params import (
     LANCZOS,
     LATENT_UPSCALER,
     ControlUnit,
-    Group,
     Hires,
     Init,
     Mask,
@@ -34,18 +31,11 @@ from brushwork.contract.params import (
     merge,
 )
 from brushwork.contract.samplers import canonical_sampler
-from brushwork.contract.validation import (
-    check_range,
-    check_sampling_and_size,
-    check_seeds,
-    check_text,
-    validate_plan,
-)
+from brushwork.contract.validation import validate_plan
 from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
 from brushwork.models.catalog import CatalogEntry, Kind, ModelCatalog
 from brushwork.models.hashing import WEIGHT_SUFFIXES, lora_short_hash, short_hash
 from brushwork.plan import (
-    SEED_MAX,
     AdapterRef,
     GenerationRequest,
     Mode,
@@ -53,91 +43,18 @@ from brushwork.plan import (
     Plan,
     invalid_from_validation,
 )
+from brushwork.resolve.defaults import FAMILY_DEFAULTS, FamilyDefaults
+from brushwork.resolve.request import mode_of, seeds_for, validate_request
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
 
 
-@dataclass(frozen=True)
-class FamilyDefaults:
-    """The last layer of every merge: what a family runs well with when nobody says otherwise."""
-
-    sampling: Sampling
-    size: Size
-    init: Init = Init(strength=0.75, resize_mode="just_resize")
-    outpaint_init: Init = Init(strength=1.0, resize_mode="just_resize")  # the new area starts from nothing
-    mask: Mask = Mask(mask_blur=4, invert_mask=False, masked_content="original", inpaint_area="whole",
-                      inpaint_padding=32)
-    outpaint: Outpaint = Outpaint(outpaint_left=0, outpaint_right=0, outpaint_up=0, outpaint_down=0)
-    hires: Hires = Hires(hr_upscaler=LATENT_UPSCALER, hr_steps=0, hr_denoise=0.7)
-    post: Post = Post()
-
-
-FAMILY_DEFAULTS: dict[Family, FamilyDefaults] = {
-    "sd15": FamilyDefaults(Sampling(sampler="DPM++ 2M Karras", steps=25, cfg=7.0, clip_skip=1),
-                           Size(width=512, height=512)),
-    "sdxl": FamilyDefaults(Sampling(sampler="DPM++ 2M Karras", steps=30, cfg=6.0, clip_skip=1),
-                           Size(width=1024, height=1024)),
-}
-
-
 class AssetIndex(Protocol):
-    """What resolve needs of the asset store: does it hold this input image?"""
+    """What resolve needs of the asset store: does it hold an input image, and its mask pixels."""
 
     def has(self, ref: AssetRef) -> bool: ...
 
     def open_mask(self, ref: AssetRef) -> Any: ...
-
-
-def validate_request(request: GenerationRequest, limits: Limits) -> None:
-    """Checks that need no style or model: fail fast with the field's name."""
-    if not request.prompt:
-        raise InvalidRequest("prompt", "must not be empty")
-    check_text("prompt", request.prompt, limits)
-    if request.negative_prompt:
-        check_text("negative_prompt", request.negative_prompt, limits)
-    check_range("batch_size", request.batch_size, 1, limits.max_batch)
-    if request.seed is not None:
-        check_seeds(request.seed, request.batch_size)
-    check_sampling_and_size(request.sampling, request.size, limits)
-    for group in (request.init, request.mask, request.hires):
-        _needs_input(group)
-    if request.model is not None and not request.model:
-        raise InvalidRequest("model", "must not be empty (leave it out for the style's model)")
-    if not request.outpaint.is_empty():
-        if request.init.init_image is None:
-            raise InvalidRequest("outpaint", "needs an init image to extend (init_image)")
-        if not any(request.outpaint.sides()):
-            raise InvalidRequest("outpaint", "extend at least one side by a positive number of pixels")
-        if request.mask.mask_image is not None:
-            raise InvalidRequest("mask_image", "outpainting makes its own mask (the new area); leave the mask out")
-        if not request.size.is_empty():
-            raise InvalidRequest("size", "outpainting's size is the init image plus the extension; leave it out")
-    if not request.mask.is_empty() and request.init.init_image is None:
-        raise InvalidRequest("mask_image", "needs an init image to inpaint (init_image)")
-
-
-def _needs_input(group: Group) -> None:
-    """Options of a group whose key input is missing would silently do nothing: refuse them."""
-    if group.is_empty():
-        return
-    for name in type(group).required_input:
-        if getattr(group, name) is None:
-            given = next(k for k in type(group).model_fields if getattr(group, k) is not None)
-            raise InvalidRequest(given, f"needs {name} to be given too")
-
-
-def seeds_for(seed: int | None, batch_size: int) -> tuple[int, ...]:
-    """Image i gets seed+i; no seed means a random one (small enough not to pass 2^32-1), reported in the Plan."""
-    base = secrets.randbelow(SEED_MAX + 2 - batch_size) if seed is None else seed
-    return tuple(base + i for i in range(batch_size))
-
-
-def _mode(request: GenerationRequest) -> Mode:
-    if request.init.init_image is None:
-        return "txt2img"
-    if any(request.outpaint.sides()):
-        return "outpaint"
-    return "inpaint" if request.mask.mask_image is not None else "img2img"
 
 
 KIND_NAMES: dict[Kind, str] = {"controlnet": "ControlNet", "upscaler": "upscaler"}
@@ -365,7 +282,7 @@ class Resolver:
         recipe_entry = checkpoints.get(recipe.model)
         loras, vae = self._adapters(recipe, model, recipe_entry.family if recipe_entry else None, warnings)
         defaults = FAMILY_DEFAULTS[model.family]
-        mode = _mode(request)
+        mode = mode_of(request)
         sampling = merge(Sampling, request.sampling, recipe.sampling, defaults.sampling)
         sampling = sampling.model_copy(update={"sampler": canonical_sampler(sampling.sampler or "")})
         self._check_clip_skip(sampling.clip_skip or 1, model, entry)
