@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from brushwork.config import Settings
-from brushwork.contract.params import LANCZOS
 from brushwork.contract.validation import planned_steps
 from brushwork.engine.adapters import applied_adapters
 from brushwork.engine.progress import CancelToken, ProgressCallback, StepTracker
@@ -25,6 +24,7 @@ from brushwork.errors import ModelUnavailable
 from brushwork.models.cache import PipelineCache, PipelineKey
 from brushwork.models.catalog import Kind, ModelCatalog
 from brushwork.plan import Plan, Result
+from brushwork.post.upscale import Upscalers
 from brushwork.runtime.device import DevicePolicy, choose, torch_dtype
 from brushwork.runtime.samplers import scheduler_for
 from brushwork.storage.assets import AssetStore
@@ -52,7 +52,7 @@ class Engine:
         self.assets = assets or AssetStore(settings.assets_dir)
         self.cache = PipelineCache(capacity=settings.pipeline_cache_size)
         self.controlnets = PipelineCache(capacity=2 * settings.pipeline_cache_size)
-        self.upscalers = PipelineCache(capacity=2)
+        self.upscalers = Upscalers(self.catalog, device=self.policy.device, dtype=self.policy.dtype)
         self._lock = threading.Lock()
 
     # -- weights -------------------------------------------------------------------
@@ -131,17 +131,8 @@ class Engine:
         return view
 
     def upscale_image(self, image: Any, upscaler: str, scale: float, sha256: str | None) -> Any:
-        """Upscale one PIL image by `scale` with Lanczos or an upscaler model (tiled)."""
-        from brushwork.post.upscale import lanczos, load_upscaler, upscale_by
-
-        if upscaler == LANCZOS:
-            return lanczos(image, round(image.width * scale), round(image.height * scale))
-        assert sha256 is not None  # a checked Plan pins every model upscaler
-        model = self.upscalers.get((sha256, self.policy.device, self.policy.dtype), lambda: load_upscaler(
-            self._file("upscaler", upscaler, sha256), device=self.policy.device,
-            dtype=torch_dtype(self.policy.dtype), allow_pickle=self.settings.allow_pickle))
-        return upscale_by(model, image, scale, tile=self.settings.upscale_tile,
-                          overlap=self.settings.upscale_tile_overlap)
+        """Upscale one PIL image by `scale` with Lanczos or an upscaler model (tiled, kept warm, hash-checked)."""
+        return self.upscalers(image, upscaler, scale, sha256)
 
     # -- running -----------------------------------------------------------------
 
