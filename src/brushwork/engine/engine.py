@@ -113,6 +113,8 @@ class Engine:
         """
         import diffusers
 
+        from brushwork.models.loading import quiet_dtype_notice
+
         class_name = PIPELINE_CLASSES[(plan.model.family, role, with_control)]
         if type(base).__name__ == class_name:
             return base
@@ -123,8 +125,6 @@ class Engine:
         if plan.model.family == "sdxl":
             extra["add_watermarker"] = False  # pixels must not depend on whether an optional package is installed
         # dtype=: from_pipe would otherwise cast the shared modules to float32 in place.
-        from brushwork.models.loading import quiet_dtype_notice
-
         with quiet_dtype_notice():
             view = getattr(diffusers, class_name).from_pipe(base, dtype=base.dtype, **extra)
         view.set_progress_bar_config(disable=True)
