@@ -92,6 +92,25 @@ class Limits(BaseModel):
         return self
 
 
+class ServerSettings(BaseModel):
+    """`brushwork serve`: where it listens, how much it queues, who may call it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7860, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="engine worker processes (one per device)")
+    worker_mode: Literal["process", "inprocess"] = Field(
+        default="process", description="'process': supervised worker processes; 'inprocess': the server's own")
+    max_queued: int = Field(default=100, ge=1, description="more queued jobs → 429")
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="larger request bodies → 413")
+    max_attempts: int = Field(default=3, ge=1, description="runs of a job whose worker crashed, before it fails")
+    generate_timeout: float = Field(default=300.0, gt=0, description="POST /v1/generate waits this long")
+    api_keys: tuple[str, ...] = Field(default=(), description="Bearer keys; empty = no authentication")
+    cors_origins: tuple[str, ...] = ()
+    drain_timeout: float = Field(default=60.0, ge=0, description="on SIGTERM, how long the running job may finish")
+
+
 class Settings(BaseSettings):
     """Process-wide configuration. Construct with `Settings.load()`."""
 
@@ -115,6 +134,7 @@ class Settings(BaseSettings):
     upscale_tile_overlap: int = Field(default=16, ge=0, description="pixels tiles overlap, blended at seams")
     safety_filter: str | None = Field(default=None, description="'module:callable' or a brushwork.safety entry point")
     limits: Limits = Field(default_factory=Limits)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     models: dict[str, ModelSource] = Field(default_factory=dict)
 
     @field_validator("home", "models_dir", "styles_dir", "output_dir", "hf_cache")
@@ -183,6 +203,15 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.home / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        """Server results, content-addressed by the Plan: an identical job is answered from here."""
+        return self.home / "results"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.home / "jobs.sqlite3"
 
     @property
     def assets_dir(self) -> Path:

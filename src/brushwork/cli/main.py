@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from brushwork import __version__
-from brushwork.cli import demo, generate, listing, upscale
+from brushwork.cli import demo, generate, listing, serve, upscale
 
 app = typer.Typer(
     name="brushwork",
@@ -41,6 +41,7 @@ app.command()(listing.models)
 app.command()(listing.info)
 app.command()(upscale.upscale)
 app.command(name="demo-files")(demo.demo_files)
+app.command()(serve.serve)
 
 
 def command() -> Any:

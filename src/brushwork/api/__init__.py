@@ -1,0 +1,1 @@
+"""The HTTP API: `create_app(settings)` builds a FastAPI app whose lifespan owns the job service."""

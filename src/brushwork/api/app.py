@@ -1,0 +1,89 @@
+"""`create_app(settings)`: the whole HTTP server, built declaratively in one factory.
+
+The lifespan owns the job store, the engine clients (worker processes by
+default) and the job service; nothing is created at import time. Routes only
+talk to the service and to a `Brushwork` used for planning (resolving
+requests), never to the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from brushwork.api import errors
+from brushwork.api.metrics import Metrics
+from brushwork.api.routes import health, native
+from brushwork.api.security import require_key
+from brushwork.config import Settings
+from brushwork.contract.version import VERSION
+from brushwork.facade import Brushwork
+from brushwork.jobs.service import JobService
+from brushwork.jobs.store import SqliteJobStore
+from brushwork.jobs.types import EngineClient
+from brushwork.storage.results import ResultStore
+
+ClientFactory = Callable[[Settings, Brushwork], Sequence[EngineClient]]
+
+
+def default_clients(settings: Settings, api: Brushwork) -> list[EngineClient]:
+    """Worker processes (one per device by default), or the server's own process when configured."""
+    from brushwork.jobs.clients import InProcessClient, WorkerClient
+
+    if settings.server.worker_mode == "inprocess":
+        return [InProcessClient(settings, api)]
+    return [WorkerClient(settings) for _ in range(settings.server.workers)]
+
+
+def create_app(settings: Settings, *, clients: ClientFactory = default_clients) -> FastAPI:
+    api = Brushwork(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = SqliteJobStore(settings.jobs_db)
+        engine_clients = list(clients(settings, api))
+        service = JobService(store, ResultStore(settings.results_dir), engine_clients,
+                             max_queued=settings.server.max_queued, max_attempts=settings.server.max_attempts)
+        app.state.metrics = Metrics(service)
+        service.on_finished = app.state.metrics.job_finished
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop(drain_timeout=settings.server.drain_timeout)
+            for client in engine_clients:
+                client.close()
+            store.close()
+
+    app = FastAPI(title="brushwork", version=VERSION, lifespan=lifespan,
+                  description="Stable Diffusion jobs: styles, Plans, queue, live progress.")
+    app.state.settings = settings
+    app.state.api = api
+    errors.install(app)
+    if settings.server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.server.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.server.max_body_bytes):
+            return JSONResponse({"detail": f"request body over {settings.server.max_body_bytes} bytes"},
+                                status_code=413)
+        return await call_next(request)
+
+    def service_of(request: Request) -> JobService:
+        return request.app.state.service  # type: ignore[no-any-return]
+
+    def api_of(request: Request) -> Brushwork:
+        return request.app.state.api  # type: ignore[no-any-return]
+
+    app.include_router(health.router(service_of))
+    app.include_router(native.router(service_of, api_of), dependencies=[Depends(require_key(settings.server.api_keys))])
+    return app

@@ -1,0 +1,193 @@
+"""Native API v1: jobs, events, images and the catalogs of styles, models, samplers and upscalers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from brushwork.api.inputs import request_from_body
+from brushwork.contract.samplers import sampler_names
+from brushwork.jobs.service import JobService
+from brushwork.jobs.types import JobRecord, JobStatus
+from brushwork.plan import GenerationRequest, Plan
+from brushwork.storage.results import is_key
+
+REQUEST_EXAMPLE = {"prompt": "a lighthouse at dusk", "model": "demo", "seed": 7, "steps": 20}
+# Module level: route annotations are resolved against this module's globals.
+RequestBody = Annotated[dict[str, Any], Body(description="a GenerationRequest (flat or nested fields); images as "
+                                                         "base64 or data: URLs", examples=[REQUEST_EXAMPLE])]
+
+
+class JobView(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    status: JobStatus
+    queue_position: int | None = None
+    priority: int = 0
+    attempts: int = 0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    images: list[str] = []
+    seeds: list[int] = []
+    timings: dict[str, float] = {}
+    plan: Plan
+
+
+class GenerateResult(BaseModel):
+    """POST /v1/generate: the finished job with its images inline (base64 PNG) or as URLs."""
+
+    job: JobView
+    images: list[str]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_before: float | None = None
+
+
+def view(record: JobRecord, request: Request, service: JobService) -> JobView:
+    plan = record.plan
+    return JobView(
+        id=record.id, status=record.status, priority=record.priority, attempts=record.attempts,
+        queue_position=service.store.queue_position(record.id) if record.status is JobStatus.QUEUED else None,
+        created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
+        error=record.error, images=[str(request.url_for("image", key=key)) for key in record.images],
+        seeds=list(plan.seeds), timings=record.timings, plan=plan,
+    )
+
+
+def router(service_of: Any, api_of: Any) -> APIRouter:
+    """The v1 routes; `service_of(request)` and `api_of(request)` give the app's JobService and Brushwork."""
+    routes = APIRouter(prefix="/v1", tags=["v1"])
+
+    async def plan_of(body: Any, request: Request) -> Plan:
+        api = api_of(request)
+        parsed: GenerationRequest = await asyncio.to_thread(request_from_body, body, api)
+        return await asyncio.to_thread(api.plan, parsed)  # hashing, demo build: off the event loop
+
+    @routes.post("/jobs", status_code=202, response_model=JobView)
+    async def submit(request: Request, body: RequestBody,
+                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+                     priority: Annotated[int, Query(ge=-100, le=100)] = 0) -> JobView:
+        """Queue a generation; returns at once with the job id and its place in the queue."""
+        service = service_of(request)
+        record = service.submit(await plan_of(body, request), priority=priority, idempotency_key=idempotency_key)
+        return view(record, request, service)
+
+    @routes.post("/generate", response_model=GenerateResult)
+    async def generate(request: Request, body: RequestBody,
+                       response_format: Annotated[str, Query(pattern="^(b64_json|url)$")] = "b64_json",
+                       timeout: Annotated[float | None, Query(gt=0, le=3600)] = None) -> GenerateResult:
+        """Queue a generation and wait for it (up to the timeout); images inline as base64 or as URLs."""
+        service = service_of(request)
+        record = service.submit(await plan_of(body, request))
+        limit = timeout or request.app.state.settings.server.generate_timeout
+        try:
+            async with asyncio.timeout(limit):
+                async for _ in service.events(record.id):
+                    pass
+        except TimeoutError:
+            raise HTTPException(status_code=504, detail=f"job {record.id} is not done after {limit:g}s; "
+                                                        f"follow it at /v1/jobs/{record.id}") from None
+        done = service.store.get(record.id)
+        assert done is not None
+        if done.status is not JobStatus.SUCCEEDED:
+            raise HTTPException(status_code=409 if done.status is JobStatus.CANCELLED else 500,
+                                detail=f"job {done.id} {done.status.value}: {done.error or ''}".strip())
+        if response_format == "url":
+            images = [str(request.url_for("image", key=key)) for key in done.images]
+        else:
+            images = [base64.b64encode(service.results.read(key)).decode() for key in done.images]
+        return GenerateResult(job=view(done, request, service), images=images)
+
+    @routes.get("/jobs/{job_id}", response_model=JobView)
+    async def get_job(request: Request, job_id: str) -> JobView:
+        service = service_of(request)
+        record = service.store.get(job_id)
+        if record is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
+        return view(record, request, service)
+
+    @routes.get("/jobs", response_model=JobPage)
+    async def list_jobs(request: Request, status: JobStatus | None = None, style: str | None = None,
+                        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                        before: Annotated[float | None, Query(ge=0)] = None) -> JobPage:
+        """Job history, newest first; pass `next_before` back as `before` for the next page."""
+        service = service_of(request)
+        records = service.store.list(status=status, style=style, limit=limit, before=before)
+        jobs = [view(r, request, service) for r in records]
+        return JobPage(jobs=jobs, next_before=records[-1].created_at if len(records) == limit else None)
+
+    @routes.delete("/jobs/{job_id}", response_model=JobView)
+    async def cancel_job(request: Request, job_id: str) -> JobView:
+        """Cancel a queued job, or stop a running one at its next step."""
+        service = service_of(request)
+        record = service.store.get(job_id)
+        if record is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
+        if record.status.finished:
+            raise HTTPException(status_code=409, detail=f"job {job_id} is already {record.status.value}")
+        record = service.cancel(job_id) or record
+        return view(record, request, service)
+
+    @routes.get("/jobs/{job_id}/events")
+    async def job_events(request: Request, job_id: str,
+                         last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
+        """Server-Sent Events: queued, started, progress (step/total), done / failed / cancelled."""
+        service = service_of(request)
+        if service.store.get(job_id) is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for event in service.events(job_id, after=after):
+                yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @routes.get("/images/{key}", name="image")
+    async def image(request: Request, key: str) -> Response:
+        """A stored result PNG; its key is content-addressed, so it never changes: cache it forever."""
+        service = service_of(request)
+        if not is_key(key) or not service.results.has(key):
+            raise HTTPException(status_code=404, detail=f"no image {key!r}")
+        return Response(service.results.read(key), media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{key[:-4]}"'})
+
+    @routes.get("/styles")
+    async def styles(request: Request) -> list[dict[str, Any]]:
+        registry = api_of(request).styles
+        return [{"name": s.name, "description": s.description, "keywords": list(s.keywords),
+                 "types": dict(s.types)} for s in registry]
+
+    @routes.get("/models")
+    async def models(request: Request) -> list[dict[str, Any]]:
+        catalog = api_of(request).catalog
+        entries = await asyncio.to_thread(catalog.checkpoints)
+        return [{"name": e.name, "family": e.family, "installed": catalog.is_installed(e),
+                 "description": e.description} for e in entries.values()]
+
+    @routes.get("/samplers")
+    async def samplers() -> list[str]:
+        return sampler_names()
+
+    @routes.get("/upscalers")
+    async def upscalers(request: Request) -> list[str]:
+        return ["Latent", "Lanczos", *api_of(request).catalog.scan("upscaler")]
+
+    @routes.get("/controlnets")
+    async def controlnets(request: Request) -> list[str]:
+        return list(api_of(request).catalog.scan("controlnet"))
+
+    return routes

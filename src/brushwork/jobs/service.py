@@ -1,0 +1,230 @@
+"""JobService: the queue between the HTTP layer and the engine clients.
+
+Jobs live in the store (they survive a restart); one loop per engine client
+claims the next job, runs it in a thread (the event loop never waits on the
+GPU) and publishes events that any number of listeners can follow and resume.
+A worker that crashes puts its job back in the queue until `max_attempts`.
+An identical Plan already answered is served from the result store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from brushwork.contract.events import CancelToken
+from brushwork.errors import BrushworkError, Cancelled
+from brushwork.jobs.store import JobStore
+from brushwork.jobs.types import EngineClient, JobRecord, JobStatus, WorkerCrashed
+from brushwork.plan import Plan
+from brushwork.storage.results import ResultStore, image_key
+
+IDLE_POLL_SECONDS = 0.5  # how often an idle loop looks at the store (another replica may have queued work)
+
+
+class QueueFull(BrushworkError):
+    """More jobs are queued than the server accepts: try again later (HTTP 429)."""
+
+
+@dataclass
+class JobEvents:
+    """The events of one job, kept so a listener can join late or resume by event id."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+@dataclass
+class ServiceStats:
+    runs: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    durations: list[float] = field(default_factory=list)
+
+
+class JobService:
+    def __init__(self, store: JobStore, results: ResultStore, clients: list[EngineClient], *,
+                 max_queued: int = 100, max_attempts: int = 3,
+                 on_finished: Callable[[JobRecord], None] | None = None) -> None:
+        self.store = store
+        self.results = results
+        self.clients = clients
+        self.max_queued = max_queued
+        self.max_attempts = max_attempts
+        self.on_finished = on_finished
+        self.stats = ServiceStats()
+        self.accepting = True
+        self._events: dict[str, JobEvents] = {}
+        self._tokens: dict[str, CancelToken] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for job_id in await asyncio.to_thread(self.store.recover):
+            self._publish(job_id, {"type": "queued", "note": "requeued after a restart"})
+        self._tasks = [asyncio.create_task(self._work(client)) for client in self.clients]
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop taking jobs; let running ones finish within `drain_timeout`; queued ones stay in the store."""
+        self.accepting = False
+        self._wake.set()
+        if drain_timeout > 0 and self._tokens:
+            deadline = time.monotonic() + drain_timeout
+            while self._tokens and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        for token in self._tokens.values():
+            token.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def ready(self) -> bool:
+        return self.accepting and any(client.ready() for client in self.clients)
+
+    # -- submitting ------------------------------------------------------------------
+
+    def submit(self, plan: Plan, *, priority: int = 0, idempotency_key: str | None = None) -> JobRecord:
+        """Queue a checked Plan (or answer it from the result store). Fast: safe to call on the event loop."""
+        if not self.accepting:
+            raise QueueFull("the server is shutting down; retry on another replica or later")
+        cache_key = plan.cache_key()
+        keys = [image_key(plan.single(i).cache_key()) for i in range(plan.batch_size)]
+        now = time.time()
+        record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.QUEUED, plan_json=plan.to_json(),
+                           style=plan.style, priority=priority, created_at=now,
+                           idempotency_key=idempotency_key, cache_key=cache_key)
+        if all(self.results.has(key) for key in keys):  # same Plan answered before: no GPU work
+            record.status, record.images, record.finished_at = JobStatus.SUCCEEDED, keys, now
+            record.started_at = now
+            stored = self.store.add(record)
+            if stored.id == record.id:
+                self.stats.cache_hits += 1
+                self._publish(record.id, {"type": "done", "images": keys, "cached": True})
+            return stored
+        if self.store.count(JobStatus.QUEUED) >= self.max_queued:
+            raise QueueFull(f"{self.max_queued} jobs are already queued; retry later")
+        stored = self.store.add(record)
+        if stored.id == record.id:
+            self._publish(record.id, {"type": "queued", "position": self.store.queue_position(record.id)})
+            self._wake.set()
+        return stored
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a queued job now, or ask a running one to stop at its next step."""
+        if self.store.cancel_queued(job_id):
+            self._publish(job_id, {"type": "cancelled"})
+        elif job_id in self._tokens:
+            self._tokens[job_id].cancel()
+        return self.store.get(job_id)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _publish(self, job_id: str, event: dict[str, Any]) -> None:
+        """Record an event (loop thread only) and wake listeners."""
+        events = self._events.setdefault(job_id, JobEvents())
+        events.items.append({**event, "id": len(events.items) + 1, "job": job_id, "time": time.time()})
+
+        async def notify() -> None:
+            async with events.changed:
+                events.changed.notify_all()
+
+        if self._loop is not None:
+            self._loop.create_task(notify())
+
+    def _publish_threadsafe(self, job_id: str, event: dict[str, Any]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._publish, job_id, event)
+
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Events of a job from id `after`+1 on, until it is finished; a finished job from before a
+        restart yields one final event from the store."""
+        events = self._events.setdefault(job_id, JobEvents())
+        index = after
+        while True:
+            while index < len(events.items):
+                event = events.items[index]
+                index += 1
+                yield event
+                if event["type"] in ("done", "failed", "cancelled"):
+                    return
+            record = await asyncio.to_thread(self.store.get, job_id)
+            if record is not None and record.status.finished and not events.items:
+                yield _final_event(record)
+                return
+            async with events.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(events.changed.wait(), timeout=IDLE_POLL_SECONDS)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def _work(self, client: EngineClient) -> None:
+        while self.accepting:
+            record = await asyncio.to_thread(self.store.claim_next)
+            if record is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_POLL_SECONDS)
+                continue
+            await self._run(client, record)
+
+    async def _run(self, client: EngineClient, record: JobRecord) -> None:
+        token = CancelToken()
+        self._tokens[record.id] = token
+        self._publish(record.id, {"type": "started", "attempt": record.attempts})
+        started = time.perf_counter()
+        try:
+            plan = record.plan
+            output = await asyncio.to_thread(
+                client.run, plan, lambda event: self._publish_threadsafe(record.id, event), token)
+            keys = [self.results.put(image_key(plan.single(i).cache_key()), data)
+                    for i, data in enumerate(output.images)]
+            await asyncio.to_thread(self.store.finish, record.id, JobStatus.SUCCEEDED, images=keys,
+                                    timings=output.timings)
+            self.stats.runs += 1
+            self.stats.durations.append(time.perf_counter() - started)
+            self._publish(record.id, {"type": "done", "images": keys, "timings": output.timings})
+        except Cancelled:
+            await asyncio.to_thread(self.store.finish, record.id, JobStatus.CANCELLED)
+            self._publish(record.id, {"type": "cancelled"})
+        except WorkerCrashed as exc:
+            if record.attempts < self.max_attempts:
+                self.stats.retries += 1
+                await asyncio.to_thread(self.store.requeue, record.id, str(exc))
+                self._publish(record.id, {"type": "queued", "note": f"retrying: {exc}"})
+                self._wake.set()
+            else:
+                await self._fail(record.id, f"{exc} (gave up after {record.attempts} attempts)")
+        except BrushworkError as exc:
+            await self._fail(record.id, str(exc))
+        except Exception as exc:  # a bug must fail the job, never the loop
+            await self._fail(record.id, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._tokens.pop(record.id, None)
+        finished = await asyncio.to_thread(self.store.get, record.id)
+        if finished is not None and finished.status.finished and self.on_finished is not None:
+            self.on_finished(finished)
+
+    async def _fail(self, job_id: str, reason: str) -> None:
+        await asyncio.to_thread(self.store.finish, job_id, JobStatus.FAILED, error=reason)
+        self._publish(job_id, {"type": "failed", "error": reason})
+
+
+def _final_event(record: JobRecord) -> dict[str, Any]:
+    kind = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}[record.status]
+    event: dict[str, Any] = {"type": kind, "id": 1, "job": record.id, "time": record.finished_at}
+    if record.status is JobStatus.SUCCEEDED:
+        event["images"] = record.images
+    if record.error:
+        event["error"] = record.error
+    return event

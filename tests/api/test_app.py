@@ -1,0 +1,236 @@
+"""The native HTTP API over the job service, with the lifespan running (FastAPI's TestClient).
+
+Engine clients here are the real in-process engine on the tiny models, or
+small fakes where a test needs to hold a job running, crash, or count runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from brushwork.contract.events import CancelToken
+from brushwork.errors import Cancelled
+from brushwork.jobs.types import RunOutput, WorkerCrashed
+from brushwork.plan import Plan
+from brushwork.testing.images import picture
+
+FAST = {"model": "tiny-sd15", "steps": 2, "width": 64, "height": 64, "seed": 3}
+
+
+class FakeClient:
+    """Runs nothing: returns a tiny PNG per seed; can hold a job, crash once, or honour cancel."""
+
+    def __init__(self, hold: threading.Event | None = None, crash_first: bool = False) -> None:
+        self.hold = hold
+        self.crash_first = crash_first
+        self.runs = 0
+        self.restarts = 0
+
+    def run(self, plan: Plan, on_event: Any, cancel: CancelToken) -> RunOutput:
+        self.runs += 1
+        if self.crash_first and self.runs == 1:
+            raise WorkerCrashed("worker exited with code -9")
+        on_event({"type": "progress", "step": 1, "total": 1, "elapsed": 0.0, "stage": "generate"})
+        while self.hold is not None and not self.hold.is_set():
+            if cancel.cancelled:
+                raise Cancelled("cancelled after 1 of 1 steps")
+            time.sleep(0.01)
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (self.runs, 0, 0)).save(buffer, format="PNG")
+        return RunOutput(images=[buffer.getvalue()] * plan.batch_size, timings={"total": 0.0})
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def serve(make_settings, tmp_path):
+    """serve(client=None, **server_settings) → a TestClient with the app's lifespan running."""
+    from brushwork.api.app import create_app
+    from brushwork.config import ServerSettings
+    from brushwork.jobs.clients import InProcessClient
+
+    opened: list[TestClient] = []
+
+    def start(client: Any = None, **server: Any) -> TestClient:
+        settings = make_settings(home=tmp_path / "home", server=ServerSettings(**server))
+        factory = (lambda s, api: [client]) if client is not None else (lambda s, api: [InProcessClient(s, api)])
+        test_client = TestClient(create_app(settings, clients=factory))
+        test_client.__enter__()
+        opened.append(test_client)
+        return test_client
+
+    yield start
+    for test_client in opened:
+        test_client.__exit__(None, None, None)
+
+
+def wait_done(http: TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_a_job_runs_and_its_png_equals_the_python_api(serve, make_settings, tmp_path):
+    from brushwork.facade import Brushwork
+
+    http = serve()
+    created = http.post("/v1/jobs", json={"prompt": "a red fox", **FAST})
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert body["status"] in ("queued", "running", "succeeded") and body["plan"]["seeds"] == [3]
+    job = wait_done(http, body["id"])
+    assert job["status"] == "succeeded" and len(job["images"]) == 1
+    png = http.get(job["images"][0])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert "immutable" in png.headers["cache-control"]
+    served = Image.open(io.BytesIO(png.content))
+    assert "brushwork-plan" in served.info
+    direct = Brushwork(make_settings(home=tmp_path / "home")).generate("a red fox", **FAST)
+    assert np.array_equal(np.asarray(served.convert("RGB")), np.asarray(direct.images[0]))
+
+
+def test_events_stream_in_order_and_end_with_done(serve):
+    http = serve()
+    job = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "steps": 3}).json()
+    with http.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+        lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    events = [json.loads(line[6:]) for line in lines]
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "done" and "started" in kinds
+    steps = [e["step"] for e in events if e["type"] == "progress"]
+    assert steps == sorted(steps) and steps[-1] == 3
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    with http.stream("GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": str(events[-2]["id"])}) as again:
+        resumed = [json.loads(line[6:]) for line in again.iter_lines() if line.startswith("data: ")]
+    assert [e["type"] for e in resumed] == ["done"]
+
+
+def test_generate_waits_and_returns_base64_or_urls(serve):
+    http = serve()
+    answer = http.post("/v1/generate", json={"prompt": "a fox", **FAST})
+    assert answer.status_code == 200, answer.text
+    image = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
+    assert image.size == (64, 64)
+    as_url = http.post("/v1/generate?response_format=url", json={"prompt": "a fox", **FAST}).json()
+    assert as_url["images"][0].startswith("http") and as_url["job"]["status"] == "succeeded"
+
+
+def test_an_identical_request_is_answered_from_storage_without_running(serve):
+    fake = FakeClient()
+    http = serve(fake)
+    first = wait_done(http, http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).json()["id"])
+    second = http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).json()
+    assert second["status"] == "succeeded" and second["images"] == first["images"] and fake.runs == 1
+    other_seed = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "seed": 4}).json()
+    assert wait_done(http, other_seed["id"])["status"] == "succeeded" and fake.runs == 2
+
+
+def test_input_images_travel_as_base64(serve):
+    buffer = io.BytesIO()
+    picture().save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    http = serve(FakeClient())
+    job = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "init_image": f"data:image/png;base64,{encoded}",
+                                      "strength": 0.5}).json()
+    assert job["plan"]["mode"] == "img2img" and len(job["plan"]["init"]["init_image"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize(("body", "field", "fragment"), [
+    ({"prompt": "a fox", **FAST, "steps": 0}, "steps", "must be between 1 and 150, got 0"),
+    ({"prompt": "a fox", **FAST, "width": 500}, "width", "multiple of 8"),
+    ({"prompt": "a fox", **FAST, "style": "nosuch"}, "style", "unknown style 'nosuch'"),
+    ({"prompt": "a fox", **FAST, "colour": "red"}, "colour", "extra"),
+    ({"prompt": "a fox", **FAST, "init_image": "%%%"}, "init_image", "not valid base64"),
+    ({"prompt": "a fox", **FAST, "init_image": base64.b64encode(b"not an image").decode()}, "init_image", "not"),
+    ({"prompt": "a fox", **FAST, "steps": "many"}, "steps", ""),
+])
+def test_bad_requests_are_422_naming_the_field(serve, body, field, fragment):
+    http = serve(FakeClient())
+    answer = http.post("/v1/jobs", json=body)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["detail"][0]
+    assert error["loc"][-1] == field and fragment in error["msg"], error
+
+
+def test_not_json_object_too_big_and_unknown_job(serve):
+    http = serve(FakeClient(), max_body_bytes=2048)
+    assert http.post("/v1/jobs", json=["a fox"]).status_code == 422
+    assert http.post("/v1/jobs", content=b"{", headers={"content-type": "application/json"}).status_code == 422
+    huge = http.post("/v1/jobs", json={"prompt": "x" * 5000})
+    assert huge.status_code == 413
+    assert http.get("/v1/jobs/nope").status_code == 404
+    assert http.delete("/v1/jobs/nope").status_code == 404
+    assert http.get("/v1/images/../../etc/passwd").status_code == 404
+    assert http.get("/v1/images/" + "0" * 64 + ".png").status_code == 404
+
+
+def test_full_queue_is_429_and_cancel_works_queued_and_running(serve):
+    hold = threading.Event()
+    http = serve(FakeClient(hold=hold), max_queued=1)
+    running = http.post("/v1/jobs", json={"prompt": "one", **FAST}).json()
+    deadline = time.monotonic() + 10
+    while http.get(f"/v1/jobs/{running['id']}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    queued = http.post("/v1/jobs", json={"prompt": "two", **FAST}).json()
+    assert queued["status"] == "queued" and queued["queue_position"] == 0
+    full = http.post("/v1/jobs", json={"prompt": "three", **FAST})
+    assert full.status_code == 429 and full.headers["retry-after"]
+    assert http.delete(f"/v1/jobs/{queued['id']}").json()["status"] == "cancelled"
+    assert http.delete(f"/v1/jobs/{queued['id']}").status_code == 409
+    http.delete(f"/v1/jobs/{running['id']}")
+    assert wait_done(http, running["id"])["status"] == "cancelled"
+
+
+def test_idempotency_key_returns_the_same_job(serve):
+    http = serve(FakeClient())
+    first = http.post("/v1/jobs", json={"prompt": "a fox", **FAST}, headers={"Idempotency-Key": "abc"}).json()
+    again = http.post("/v1/jobs", json={"prompt": "a fox", **FAST}, headers={"Idempotency-Key": "abc"}).json()
+    assert again["id"] == first["id"]
+
+
+def test_a_crashed_worker_job_is_retried(serve):
+    fake = FakeClient(crash_first=True)
+    http = serve(fake)
+    job = wait_done(http, http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).json()["id"])
+    assert job["status"] == "succeeded" and job["attempts"] == 2 and fake.runs == 2
+
+
+def test_api_keys_health_readiness_metrics_and_listings(serve):
+    http = serve(FakeClient(), api_keys=("s3cret",))
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").status_code == 200
+    assert http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).status_code == 401
+    wrong = http.get("/v1/samplers", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    assert "DPM++ 2M Karras" in http.get("/v1/samplers", headers=auth).json()
+    assert "general" in {s["name"] for s in http.get("/v1/styles", headers=auth).json()}
+    assert "tiny-sd15" in {m["name"] for m in http.get("/v1/models", headers=auth).json()}
+    assert "tiny2x" in http.get("/v1/upscalers", headers=auth).json()
+    job = http.post("/v1/jobs", json={"prompt": "a fox", **FAST}, headers=auth).json()
+    wait_done_auth = time.monotonic() + 10
+    while http.get(f"/v1/jobs/{job['id']}", headers=auth).json()["status"] != "succeeded":
+        assert time.monotonic() < wait_done_auth
+        time.sleep(0.02)
+    metrics = http.get("/metrics").text
+    assert "brushwork_queue_depth" in metrics and 'brushwork_jobs_finished_total{status="succeeded"} 1.0' in metrics
+    history = http.get("/v1/jobs?status=succeeded", headers=auth).json()
+    assert [j["id"] for j in history["jobs"]] == [job["id"]]
