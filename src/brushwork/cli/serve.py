@@ -20,11 +20,10 @@ def serve(
 ) -> None:
     """Serve the HTTP API: jobs with live progress, results, styles and models (docs at /docs)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from brushwork.api.app import create_app
     from brushwork.cli.common import quiet_libraries
-    from pydantic import ValidationError
-
     from brushwork.config import Settings
     from brushwork.plan import invalid_from_validation
 

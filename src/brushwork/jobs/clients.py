@@ -48,7 +48,13 @@ from pydantic import ValidationError
 
 from brushwork.config import Settings
 from brushwork.contract.events import CancelToken, StepEvent
-from brushwork.errors import BrushworkError, Cancelled, InvalidRequest, ModelUnavailable, NotFound
+from brushwork.errors import (
+    BrushworkError,
+    Cancelled,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+)
 from brushwork.jobs.types import EventSink, RunOutput, WorkerCrashed
 from brushwork.plan import Plan, Result
 

@@ -61,6 +61,7 @@ class JobService:
         self.accepting = True
         self._events: dict[str, JobEvents] = {}
         self._tokens: dict[str, CancelToken] = {}
+        self._cancelled_by_user: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,6 +126,7 @@ class JobService:
         if self.store.cancel_queued(job_id):
             self._publish(job_id, {"type": "cancelled"})
         elif job_id in self._tokens:
+            self._cancelled_by_user.add(job_id)
             self._tokens[job_id].cancel()
         return self.store.get(job_id)
 
@@ -195,8 +197,12 @@ class JobService:
             self.stats.durations.append(time.perf_counter() - started)
             self._publish(record.id, {"type": "done", "images": keys, "timings": output.timings})
         except Cancelled:
-            await asyncio.to_thread(self.store.finish, record.id, JobStatus.CANCELLED)
-            self._publish(record.id, {"type": "cancelled"})
+            if record.id in self._cancelled_by_user or self.accepting:
+                await asyncio.to_thread(self.store.finish, record.id, JobStatus.CANCELLED)
+                self._publish(record.id, {"type": "cancelled"})
+            else:  # stopped by a shutdown that outlasted the drain: it runs again on the next start
+                await asyncio.to_thread(self.store.requeue, record.id, "interrupted by a shutdown")
+                self._publish(record.id, {"type": "queued", "note": "interrupted by a shutdown"})
         except WorkerCrashed as exc:
             if record.attempts < self.max_attempts:
                 self.stats.retries += 1
@@ -211,6 +217,7 @@ class JobService:
             await self._fail(record.id, f"{type(exc).__name__}: {exc}")
         finally:
             self._tokens.pop(record.id, None)
+            self._cancelled_by_user.discard(record.id)
         finished = await asyncio.to_thread(self.store.get, record.id)
         if finished is not None and finished.status.finished and self.on_finished is not None:
             self.on_finished(finished)
