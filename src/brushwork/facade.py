@@ -21,7 +21,6 @@ from typing import Any
 from brushwork.config import Settings
 from brushwork.contract.assets import AssetRef
 from brushwork.contract.events import CancelToken, ProgressCallback
-from brushwork.contract.validation import validate_plan
 from brushwork.errors import InvalidRequest
 from brushwork.models.catalog import ModelCatalog
 from brushwork.plan import GenerationRequest, Plan, Result
@@ -108,14 +107,9 @@ class Brushwork:
 
     def check(self, plan: Plan) -> None:
         """Check a Plan from outside (a file, another program) against this deployment and its assets."""
-        validate_plan(plan, self.settings.limits)
-        if plan.model.path is not None:
-            self.catalog.entry_for_path(Path(plan.model.path))
-        else:
-            self.catalog.get(plan.model.name)  # an unknown name is a NotFound now, not after a progress bar
-        for ref in plan.assets():
-            if not self.assets.has(ref):
-                self.assets.open(ref)  # raises the clear "not in the asset store" error
+        from brushwork.engine.checks import check_plan
+
+        check_plan(plan, self.settings.limits, self.catalog, self.assets)
 
     def run(self, plan: Plan, on_progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> Result:

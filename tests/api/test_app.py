@@ -67,7 +67,7 @@ def serve(make_settings, tmp_path):
 
     def start(client: Any = None, **server: Any) -> TestClient:
         settings = make_settings(home=tmp_path / "home", server=ServerSettings(**server))
-        factory = (lambda s, api: [client]) if client is not None else (lambda s, api: [InProcessClient(s, api)])
+        factory = (lambda s, api: [client]) if client is not None else (lambda s, api: [InProcessClient(s, api.engine)])
         test_client = TestClient(create_app(settings, clients=factory))
         test_client.__enter__()
         opened.append(test_client)

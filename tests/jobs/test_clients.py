@@ -66,7 +66,7 @@ def reference(local_api):
     """The in-process run of the FAST Plan: (plan, PNG bytes, events)."""
     plan = local_api.plan("a red fox", **FAST)
     events: list[dict] = []
-    output = InProcessClient(local_api.settings, local_api).run(plan, events.append, CancelToken())
+    output = InProcessClient(local_api.settings, local_api.engine).run(plan, events.append, CancelToken())
     return plan, output, events
 
 
@@ -109,7 +109,7 @@ def test_in_process_png_is_what_generate_saves(reference, local_api, tmp_path):
 
 
 def test_in_process_cancel_after_the_first_event(local_api):
-    client = InProcessClient(local_api.settings, local_api)
+    client = InProcessClient(local_api.settings, local_api.engine)
     assert client.ready()
     plan = local_api.plan("a red fox", **{**FAST, "steps": 5})
     token, events = CancelToken(), []
@@ -129,7 +129,7 @@ def test_a_failing_listener_does_not_fail_the_job(reference, local_api):
     def broken(event: dict) -> None:
         raise RuntimeError("listener bug")
 
-    output = InProcessClient(local_api.settings, local_api).run(plan, broken, CancelToken())
+    output = InProcessClient(local_api.settings, local_api.engine).run(plan, broken, CancelToken())
     assert output.images == expected.images
 
 

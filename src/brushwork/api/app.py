@@ -36,7 +36,7 @@ def default_clients(settings: Settings, api: Brushwork) -> list[EngineClient]:
     from brushwork.jobs.clients import InProcessClient, WorkerClient
 
     if settings.server.worker_mode == "inprocess":
-        return [InProcessClient(settings, api)]
+        return [InProcessClient(settings, api.engine)]
     return [WorkerClient(settings) for _ in range(settings.server.workers)]
 
 

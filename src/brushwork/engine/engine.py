@@ -136,6 +136,12 @@ class Engine:
 
     # -- running -----------------------------------------------------------------
 
+    def check(self, plan: Plan) -> None:
+        """Check a Plan that came from outside this process before running it (see `engine.checks`)."""
+        from brushwork.engine.checks import check_plan
+
+        check_plan(plan, self.settings.limits, self.catalog, self.assets)
+
     def run(
         self,
         plan: Plan,

@@ -59,7 +59,7 @@ from brushwork.jobs.types import EventSink, RunOutput, WorkerCrashed
 from brushwork.plan import Plan, Result
 
 if TYPE_CHECKING:
-    from brushwork.facade import Brushwork
+    from brushwork.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +106,29 @@ def _contained(on_event: EventSink) -> Callable[[dict[str, Any]], None]:
 
 
 class InProcessClient:
-    """Runs Plans on a `Brushwork` facade's engine in this process (Python API, tests, `worker_mode=inprocess`)."""
+    """Runs Plans on an engine in this process (Python API, tests, `worker_mode=inprocess`).
+
+    Pass the engine a facade already owns (`Brushwork.engine`) to share its warm models.
+    """
 
     restarts = 0
 
-    def __init__(self, settings: Settings, api: Brushwork | None = None) -> None:
-        from brushwork.facade import Brushwork
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        from brushwork.engine.engine import Engine
 
         self.settings = settings
-        self.api = api if api is not None else Brushwork(settings)
+        self.engine = engine if engine is not None else Engine(settings)
 
     def run(self, plan: Plan, on_event: EventSink, cancel: CancelToken) -> RunOutput:
         emit = _contained(on_event)
-        result = self.api.engine.run(plan, on_progress=lambda e: emit(progress_event(e)), cancel=cancel)
+        result = self.engine.run(plan, on_progress=lambda e: emit(progress_event(e)), cancel=cancel)
         return RunOutput(images=png_bytes(result), timings=dict(result.timings), filtered=list(result.filtered))
 
     def ready(self) -> bool:
         return True
 
     def close(self) -> None:
-        """Nothing to release: the engine belongs to the facade, which may serve other callers."""
+        """Nothing to release: the engine may be shared with a facade serving other callers."""
 
 
 # -- errors across the boundary ------------------------------------------------------------
@@ -208,11 +211,12 @@ def _send(conn: Any, message: list[Any]) -> None:
     conn.send_bytes(json.dumps(message).encode())
 
 
-def _run_job(api: Any, conn: Any, cancel: CancelToken, job: str, plan_json: str) -> None:
+def _run_job(engine: Any, conn: Any, cancel: CancelToken, job: str, plan_json: str) -> None:
     try:
         plan = Plan.from_json(plan_json)  # strict: a Plan from another process is checked where it enters
-        result = api.run(plan, on_progress=lambda e: _send(conn, ["event", job, progress_event(e)]),
-                         cancel=cancel)
+        engine.check(plan)
+        result = engine.run(plan, on_progress=lambda e: _send(conn, ["event", job, progress_event(e)]),
+                            cancel=cancel)
         images = png_bytes(result)
     except (BrokenPipeError, ConnectionResetError):
         raise  # the parent has gone: nobody to answer
@@ -230,13 +234,12 @@ def _worker_main(conn: Any, cancel_flag: Any, settings_data: dict[str, Any]) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     try:
         try:
-            from brushwork.facade import Brushwork
-
-            api = Brushwork(settings_from_json(settings_data))
             import diffusers  # noqa: F401 — pay the imports now, not in the first job
             import torch  # noqa: F401
 
-            engine = api.engine
+            from brushwork.engine.engine import Engine
+
+            engine = Engine(settings_from_json(settings_data))
             _send(conn, ["ready", None, {"pid": os.getpid(), "device": str(engine.policy.device)}])
         except Exception as exc:  # noqa: BLE001 — a worker that cannot start says why
             _send(conn, ["failed", None, error_payload(exc)])
@@ -250,7 +253,7 @@ def _worker_main(conn: Any, cancel_flag: Any, settings_data: dict[str, Any]) -> 
             if not isinstance(message, list) or not message or message[0] == "stop":
                 return
             if message[0] == "run" and len(message) == 3:
-                _run_job(api, conn, cancel, str(message[1]), str(message[2]))
+                _run_job(engine, conn, cancel, str(message[1]), str(message[2]))
     except (BrokenPipeError, ConnectionResetError, EOFError):
         return
     finally:
