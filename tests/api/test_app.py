@@ -176,6 +176,9 @@ def test_not_json_object_too_big_and_unknown_job(serve):
     assert http.post("/v1/jobs", content=b"{", headers={"content-type": "application/json"}).status_code == 422
     huge = http.post("/v1/jobs", json={"prompt": "x" * 5000})
     assert huge.status_code == 413
+    chunked = http.post("/v1/jobs", content=(b'{"prompt": "' + b"x" * 500 for _ in range(10)),
+                        headers={"content-type": "application/json"})  # no Content-Length: counted as it arrives
+    assert chunked.status_code == 413
     assert http.get("/v1/jobs/nope").status_code == 404
     assert http.delete("/v1/jobs/nope").status_code == 404
     assert http.get("/v1/images/../../etc/passwd").status_code == 404
@@ -234,3 +237,23 @@ def test_api_keys_health_readiness_metrics_and_listings(serve):
     assert "brushwork_queue_depth" in metrics and 'brushwork_jobs_finished_total{status="succeeded"} 1.0' in metrics
     history = http.get("/v1/jobs?status=succeeded", headers=auth).json()
     assert [j["id"] for j in history["jobs"]] == [job["id"]]
+
+
+def test_multipart_upload_and_the_openapi_schema(serve):
+    buffer = io.BytesIO()
+    picture().save(buffer, format="PNG")
+    http = serve(FakeClient())
+    request = json.dumps({"prompt": "a fox", **FAST, "strength": 0.4, "controls": [{"model": "tinycanny"}]})
+    answer = http.post("/v1/jobs", data={"request": request},
+                       files={"init_image": ("photo.png", buffer.getvalue(), "image/png"),
+                              "control_image_1": ("edges.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 202, answer.text
+    plan = answer.json()["plan"]
+    assert plan["mode"] == "img2img" and plan["controls"][0]["image"] == plan["init"]["init_image"]
+    stray = http.post("/v1/jobs", data={"request": json.dumps({"prompt": "a fox", **FAST})},
+                      files={"control_image_2": ("x.png", buffer.getvalue(), "image/png")})
+    assert stray.status_code == 422 and stray.json()["detail"][0]["loc"] == ["control_image_2"]
+    schema = http.get("/openapi.json").json()
+    assert "GenerationRequest" in schema["components"]["schemas"]
+    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}

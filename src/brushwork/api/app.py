@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from brushwork.api import errors
+from brushwork.api.body_limit import BodyLimit
 from brushwork.api.metrics import Metrics
 from brushwork.api.routes import health, native
 from brushwork.api.security import require_key
@@ -38,6 +37,28 @@ def default_clients(settings: Settings, api: Brushwork) -> list[EngineClient]:
     if settings.server.worker_mode == "inprocess":
         return [InProcessClient(settings, api.engine)]
     return [WorkerClient(settings) for _ in range(settings.server.workers)]
+
+
+def document_request_schema(app: FastAPI) -> None:
+    """Add GenerationRequest (and the groups it uses) to the OpenAPI components: the routes read their
+    body themselves (JSON or multipart), so FastAPI would not list the contract model on its own."""
+    from brushwork.plan import GenerationRequest
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        request = GenerationRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in request.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["GenerationRequest"] = request
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, *, clients: ClientFactory = default_clients) -> FastAPI:
@@ -70,13 +91,7 @@ def create_app(settings: Settings, *, clients: ClientFactory = default_clients) 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.server.cors_origins),
                            allow_methods=["*"], allow_headers=["*"])
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.server.max_body_bytes):
-            return JSONResponse({"detail": f"request body over {settings.server.max_body_bytes} bytes"},
-                                status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
 
     def service_of(request: Request) -> JobService:
         return request.app.state.service  # type: ignore[no-any-return]
@@ -84,6 +99,7 @@ def create_app(settings: Settings, *, clients: ClientFactory = default_clients) 
     def api_of(request: Request) -> Brushwork:
         return request.app.state.api  # type: ignore[no-any-return]
 
+    document_request_schema(app)
     app.include_router(health.router(service_of))
     app.include_router(native.router(service_of, api_of), dependencies=[Depends(require_key(settings.server.api_keys))])
     return app

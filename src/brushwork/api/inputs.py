@@ -16,7 +16,12 @@ from brushwork.plan import GenerationRequest
 
 
 def decode_image(field: str, value: Any) -> bytes:
-    """base64 text, optionally as a `data:image/...;base64,` URL → bytes (checked later by the asset store)."""
+    """An uploaded file's bytes, or base64 text (optionally a `data:image/...;base64,` URL) → bytes.
+
+    The bytes are checked by the asset store (size, pixels, format) before anything else.
+    """
+    if isinstance(value, bytes):
+        return value
     if not isinstance(value, str):
         raise InvalidRequest(field, "expected a base64-encoded image (or a data: URL)")
     text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
@@ -32,15 +37,60 @@ def request_from_body(body: Any, api: Brushwork) -> GenerationRequest:
         raise InvalidRequest("request", "the body must be a JSON object")
     data = dict(body)
     for name in IMAGE_FIELDS:
-        if data.get(name) is not None and not isinstance(data[name], dict):
+        if data.get(name) is not None and not isinstance(data[name], dict):  # a dict would be an AssetRef
             data[name] = api.add_image(decode_image(name, data[name]), name)
     controls = data.get("controls")
     if isinstance(controls, list):
         units = []
         for index, unit in enumerate(controls):
-            if isinstance(unit, dict) and isinstance(unit.get("image"), str):
+            if isinstance(unit, dict) and isinstance(unit.get("image"), (str, bytes)):
                 unit = {**unit, "image": api.add_image(decode_image(f"control #{index + 1} image", unit["image"]),
                                                        "control")}
             units.append(unit)
         data["controls"] = units
     return GenerationRequest.parse(data)
+
+
+MULTIPART_FILES = ("init_image", "mask_image")
+MAX_CONTROL_FILES = 8
+
+
+async def read_body(request: Any) -> Any:
+    """The request as a dict: a JSON body, or multipart with a `request` JSON field plus image files
+    (`init_image`, `mask_image`, `control_image_1`...`control_image_8` for `controls[0..7].image`)."""
+    import json
+
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        try:
+            return await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("body", "is not valid JSON") from None
+    try:
+        form = await request.form(max_files=len(MULTIPART_FILES) + MAX_CONTROL_FILES, max_fields=16)
+    except Exception as exc:  # the multipart parser's own errors: malformed input
+        raise InvalidRequest("body", f"is not valid multipart/form-data ({exc})") from None
+    text = form.get("request")
+    try:
+        data = json.loads(text) if isinstance(text, str) and text.strip() else {}
+    except ValueError:
+        raise InvalidRequest("request", "the form field must hold the GenerationRequest as JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request", "the form field must hold a JSON object")
+    for name in MULTIPART_FILES:
+        upload = form.get(name)
+        if upload is not None and not isinstance(upload, str):
+            data[name] = await upload.read()
+    controls = data.get("controls")
+    for index in range(MAX_CONTROL_FILES):
+        upload = form.get(f"control_image_{index + 1}")
+        if upload is None or isinstance(upload, str):
+            continue
+        if not isinstance(controls, list) or index >= len(controls) or not isinstance(controls[index], dict):
+            raise InvalidRequest(f"control_image_{index + 1}", f"there is no controls[{index}] in the request for it")
+        controls[index]["image"] = await upload.read()
+    unknown = set(form.keys()) - {"request", *MULTIPART_FILES, *(f"control_image_{i + 1}" for i in range(MAX_CONTROL_FILES))}
+    if unknown:
+        raise InvalidRequest(sorted(unknown)[0], "unknown form field; expected request, init_image, mask_image, "
+                                                 "control_image_N")
+    return data

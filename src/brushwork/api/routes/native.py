@@ -8,11 +8,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from brushwork.api.inputs import request_from_body
+from brushwork.api.inputs import read_body, request_from_body
 from brushwork.contract.samplers import sampler_names
 from brushwork.jobs.service import JobService
 from brushwork.jobs.types import JobRecord, JobStatus
@@ -20,9 +20,16 @@ from brushwork.plan import GenerationRequest, Plan
 from brushwork.storage.results import is_key
 
 REQUEST_EXAMPLE = {"prompt": "a lighthouse at dusk", "model": "demo", "seed": 7, "steps": 20}
-# Module level: route annotations are resolved against this module's globals.
-RequestBody = Annotated[dict[str, Any], Body(description="a GenerationRequest (flat or nested fields); images as "
-                                                         "base64 or data: URLs", examples=[REQUEST_EXAMPLE])]
+# The body is read by `read_body` (JSON or multipart); this documents both shapes in the OpenAPI schema.
+BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/GenerationRequest"}, "example": REQUEST_EXAMPLE},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "request": {"type": "string", "description": "the GenerationRequest as JSON"},
+        "init_image": {"type": "string", "format": "binary"},
+        "mask_image": {"type": "string", "format": "binary"},
+        "control_image_1": {"type": "string", "format": "binary", "description": "image of controls[0]"},
+    }}},
+}}}
 
 
 class JobView(BaseModel):
@@ -70,27 +77,28 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
     """The v1 routes; `service_of(request)` and `api_of(request)` give the app's JobService and Brushwork."""
     routes = APIRouter(prefix="/v1", tags=["v1"])
 
-    async def plan_of(body: Any, request: Request) -> Plan:
+    async def plan_of(request: Request) -> Plan:
         api = api_of(request)
+        body = await read_body(request)
         parsed: GenerationRequest = await asyncio.to_thread(request_from_body, body, api)
         return await asyncio.to_thread(api.plan, parsed)  # hashing, demo build: off the event loop
 
-    @routes.post("/jobs", status_code=202, response_model=JobView)
-    async def submit(request: Request, body: RequestBody,
+    @routes.post("/jobs", status_code=202, response_model=JobView, openapi_extra=BODY_DOC)
+    async def submit(request: Request,
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                      priority: Annotated[int, Query(ge=-100, le=100)] = 0) -> JobView:
         """Queue a generation; returns at once with the job id and its place in the queue."""
         service = service_of(request)
-        record = service.submit(await plan_of(body, request), priority=priority, idempotency_key=idempotency_key)
+        record = service.submit(await plan_of(request), priority=priority, idempotency_key=idempotency_key)
         return view(record, request, service)
 
-    @routes.post("/generate", response_model=GenerateResult)
-    async def generate(request: Request, body: RequestBody,
+    @routes.post("/generate", response_model=GenerateResult, openapi_extra=BODY_DOC)
+    async def generate(request: Request,
                        response_format: Annotated[str, Query(pattern="^(b64_json|url)$")] = "b64_json",
                        timeout: Annotated[float | None, Query(gt=0, le=3600)] = None) -> GenerateResult:
         """Queue a generation and wait for it (up to the timeout); images inline as base64 or as URLs."""
         service = service_of(request)
-        record = service.submit(await plan_of(body, request))
+        record = service.submit(await plan_of(request))
         limit = timeout or request.app.state.settings.server.generate_timeout
         try:
             async with asyncio.timeout(limit):
