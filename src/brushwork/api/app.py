@@ -8,8 +8,10 @@ requests), never to the engine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -61,14 +63,26 @@ def document_request_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def result_store(settings: Settings) -> Any:
+    """The local results folder, or the configured S3 bucket (checked now: a wrong bucket fails at start)."""
+    if settings.server.s3 is None:
+        return ResultStore(settings.results_dir)
+    from brushwork.storage.s3 import S3ResultStore
+
+    store = S3ResultStore(settings.server.s3)
+    store.check()
+    return store
+
+
 def create_app(settings: Settings, *, clients: ClientFactory = default_clients) -> FastAPI:
     api = Brushwork(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        results = await asyncio.to_thread(result_store, settings)
         store = SqliteJobStore(settings.jobs_db)
         engine_clients = list(clients(settings, api))
-        service = JobService(store, ResultStore(settings.results_dir), engine_clients,
+        service = JobService(store, results, engine_clients,
                              max_queued=settings.server.max_queued, max_attempts=settings.server.max_attempts)
         app.state.metrics = Metrics(service)
         service.on_finished = app.state.metrics.job_finished

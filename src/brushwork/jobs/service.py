@@ -95,29 +95,29 @@ class JobService:
 
     # -- submitting ------------------------------------------------------------------
 
-    def submit(self, plan: Plan, *, priority: int = 0, idempotency_key: str | None = None) -> JobRecord:
-        """Queue a checked Plan (or answer it from the result store). Fast: safe to call on the event loop."""
+    async def submit(self, plan: Plan, *, priority: int = 0, idempotency_key: str | None = None) -> JobRecord:
+        """Queue a checked Plan, or answer it from the result store when the same Plan was made before."""
         if not self.accepting:
             raise QueueFull("the server is shutting down; retry on another replica or later")
-        cache_key = plan.cache_key()
         keys = [image_key(plan.single(i).cache_key()) for i in range(plan.batch_size)]
         now = time.time()
         record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.QUEUED, plan_json=plan.to_json(),
                            style=plan.style, priority=priority, created_at=now,
-                           idempotency_key=idempotency_key, cache_key=cache_key)
-        if all(self.results.has(key) for key in keys):  # same Plan answered before: no GPU work
-            record.status, record.images, record.finished_at = JobStatus.SUCCEEDED, keys, now
-            record.started_at = now
-            stored = self.store.add(record)
+                           idempotency_key=idempotency_key, cache_key=plan.cache_key())
+        cached = await asyncio.to_thread(lambda: all(self.results.has(key) for key in keys))
+        if cached:  # same Plan answered before: no GPU work
+            record.status, record.images, record.started_at, record.finished_at = JobStatus.SUCCEEDED, keys, now, now
+            stored = await asyncio.to_thread(self.store.add, record)
             if stored.id == record.id:
                 self.stats.cache_hits += 1
                 self._publish(record.id, {"type": "done", "images": keys, "cached": True})
             return stored
-        if self.store.count(JobStatus.QUEUED) >= self.max_queued:
+        if await asyncio.to_thread(self.store.count, JobStatus.QUEUED) >= self.max_queued:
             raise QueueFull(f"{self.max_queued} jobs are already queued; retry later")
-        stored = self.store.add(record)
+        stored = await asyncio.to_thread(self.store.add, record)
         if stored.id == record.id:
-            self._publish(record.id, {"type": "queued", "position": self.store.queue_position(record.id)})
+            position = await asyncio.to_thread(self.store.queue_position, record.id)
+            self._publish(record.id, {"type": "queued", "position": position})
             self._wake.set()
         return stored
 
@@ -189,8 +189,8 @@ class JobService:
             plan = record.plan
             output = await asyncio.to_thread(
                 client.run, plan, lambda event: self._publish_threadsafe(record.id, event), token)
-            keys = [self.results.put(image_key(plan.single(i).cache_key()), data)
-                    for i, data in enumerate(output.images)]
+            keys = await asyncio.to_thread(lambda: [self.results.put(image_key(plan.single(i).cache_key()), data)
+                                                    for i, data in enumerate(output.images)])
             await asyncio.to_thread(self.store.finish, record.id, JobStatus.SUCCEEDED, images=keys,
                                     timings=output.timings)
             self.stats.runs += 1

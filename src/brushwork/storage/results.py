@@ -56,6 +56,10 @@ class ResultStore:
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
+    def url(self, key: str, expires: int | None = None) -> str | None:
+        """A local folder has no URLs of its own: the API serves the bytes."""
+        return None
+
     def delete(self, key: str) -> None:
         if is_key(key):
             self.path(key).unlink(missing_ok=True)

@@ -16,59 +16,17 @@ by servers configured with an `s3` section.
 
 from __future__ import annotations
 
-import re
 import threading
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-
+from brushwork.config import MAX_PRESIGN_SECONDS, S3Settings
 from brushwork.errors import BrushworkError
 from brushwork.storage.results import is_key
 
 CONTENT_TYPE = "image/png"
 CACHE_CONTROL = "public, max-age=31536000, immutable"
-MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
 
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
-
-
-class S3Settings(BaseModel):
-    """`[server.s3]`: keep results in an S3-compatible bucket instead of the local results folder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bucket: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    prefix: str = Field(default="", description="key prefix, e.g. 'brushwork/results/' ('/' added if missing)")
-    endpoint_url: str | None = Field(default=None, description="R2 / MinIO / GCS interop endpoint; None: AWS")
-    region: str | None = Field(default=None, description="e.g. 'us-east-1'; R2: 'auto'")
-    access_key_id: str | None = Field(default=None, description="None: boto3's usual chain (env, profile, role)")
-    secret_access_key: SecretStr | None = Field(default=None, description="never logged, never in repr")
-    presign_seconds: int = Field(default=3600, ge=0, le=MAX_PRESIGN_SECONDS,
-                                 description="lifetime of presigned image URLs; 0: serve through the API")
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        value = value.lstrip("/")
-        if value and not value.endswith("/"):
-            value += "/"
-        if "//" in value or any(part in (".", "..") for part in value.split("/")[:-1]):
-            raise ValueError(f"not a usable key prefix: {value!r}")
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"endpoint_url must be an http(s) URL, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _credentials(self) -> S3Settings:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("set both access_key_id and secret_access_key, or neither (boto3's usual chain)")
-        return self
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -111,7 +69,8 @@ class S3ResultStore:
             raise BrushworkError("S3 result store needs boto3: pip install boto3") from exc
         s = self.settings
         options: dict[str, Any] = {
-            "retries": {"max_attempts": 3, "mode": "standard"},
+            # 3 tries in all: botocore's `max_attempts` counts retries (3 → 4 tries), `total_max_attempts` does not
+            "retries": {"total_max_attempts": 3, "mode": "standard"},
             "connect_timeout": 5,
             "read_timeout": 30,
             "signature_version": "s3v4",

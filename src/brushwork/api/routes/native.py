@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
 from brushwork.api.inputs import read_body, request_from_body
@@ -89,7 +89,7 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
                      priority: Annotated[int, Query(ge=-100, le=100)] = 0) -> JobView:
         """Queue a generation; returns at once with the job id and its place in the queue."""
         service = service_of(request)
-        record = service.submit(await plan_of(request), priority=priority, idempotency_key=idempotency_key)
+        record = await service.submit(await plan_of(request), priority=priority, idempotency_key=idempotency_key)
         return view(record, request, service)
 
     @routes.post("/generate", response_model=GenerateResult, openapi_extra=BODY_DOC)
@@ -98,7 +98,7 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
                        timeout: Annotated[float | None, Query(gt=0, le=3600)] = None) -> GenerateResult:
         """Queue a generation and wait for it (up to the timeout); images inline as base64 or as URLs."""
         service = service_of(request)
-        record = service.submit(await plan_of(request))
+        record = await service.submit(await plan_of(request))
         limit = timeout or request.app.state.settings.server.generate_timeout
         try:
             async with asyncio.timeout(limit):
@@ -115,7 +115,8 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
         if response_format == "url":
             images = [str(request.url_for("image", key=key)) for key in done.images]
         else:
-            images = [base64.b64encode(service.results.read(key)).decode() for key in done.images]
+            blobs = await asyncio.to_thread(lambda: [service.results.read(key) for key in done.images])
+            images = [base64.b64encode(blob).decode() for blob in blobs]
         return GenerateResult(job=view(done, request, service), images=images)
 
     @routes.get("/jobs/{job_id}", response_model=JobView)
@@ -168,9 +169,12 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
     async def image(request: Request, key: str) -> Response:
         """A stored result PNG; its key is content-addressed, so it never changes: cache it forever."""
         service = service_of(request)
-        if not is_key(key) or not service.results.has(key):
+        if not is_key(key) or not await asyncio.to_thread(service.results.has, key):
             raise HTTPException(status_code=404, detail=f"no image {key!r}")
-        return Response(service.results.read(key), media_type="image/png",
+        presigned = service.results.url(key)
+        if presigned is not None:  # a bucket serves it directly
+            return RedirectResponse(presigned, status_code=307)
+        return Response(await asyncio.to_thread(service.results.read, key), media_type="image/png",
                         headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{key[:-4]}"'})
 
     @routes.get("/styles")
