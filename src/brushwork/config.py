@@ -153,6 +153,8 @@ class ServerSettings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     drain_timeout: float = Field(default=60.0, ge=0, description="on SIGTERM, how long the running job may finish")
     s3: S3Settings | None = Field(default=None, description="keep results in an S3-compatible bucket")
+    history_days: float = Field(default=30.0, gt=0, description="finished jobs and their images are purged after this")
+    rate_limit: float = Field(default=0.0, ge=0, description="jobs per minute per API key (or client address); 0 = off")
 
 
 class Settings(BaseSettings):

@@ -257,3 +257,22 @@ def test_multipart_upload_and_the_openapi_schema(serve):
     assert "GenerationRequest" in schema["components"]["schemas"]
     body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
+
+
+def test_rate_limit_per_caller_is_429_with_retry_after(serve):
+    http = serve(FakeClient(), rate_limit=2)
+    codes = [http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "seed": seed}).status_code for seed in range(3)]
+    assert codes == [202, 202, 429]
+    limited = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "seed": 9})
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    other = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "seed": 9}, headers={"Authorization": "Bearer k2"})
+    assert other.status_code == 202  # another caller has its own budget
+
+
+def test_old_jobs_and_their_unshared_images_are_purged(serve):
+    http = serve(FakeClient())
+    job = wait_done(http, http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).json()["id"])
+    service = http.app.state.service
+    removed = http.portal.call(service.purge, time.time() + 1)  # on the app's own event loop
+    assert removed == 1 and http.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert http.get(job["images"][0]).status_code == 404

@@ -20,7 +20,7 @@ from brushwork.api import errors
 from brushwork.api.body_limit import BodyLimit
 from brushwork.api.metrics import Metrics
 from brushwork.api.routes import health, native
-from brushwork.api.security import require_key
+from brushwork.api.security import RateLimiter, require_key
 from brushwork.config import Settings
 from brushwork.contract.version import VERSION
 from brushwork.facade import Brushwork
@@ -83,7 +83,8 @@ def create_app(settings: Settings, *, clients: ClientFactory = default_clients) 
         store = SqliteJobStore(settings.jobs_db)
         engine_clients = list(clients(settings, api))
         service = JobService(store, results, engine_clients,
-                             max_queued=settings.server.max_queued, max_attempts=settings.server.max_attempts)
+                             max_queued=settings.server.max_queued, max_attempts=settings.server.max_attempts,
+                             history_seconds=settings.server.history_days * 86400)
         app.state.metrics = Metrics(service)
         service.on_finished = app.state.metrics.job_finished
         app.state.service = service
@@ -115,5 +116,7 @@ def create_app(settings: Settings, *, clients: ClientFactory = default_clients) 
 
     document_request_schema(app)
     app.include_router(health.router(service_of))
-    app.include_router(native.router(service_of, api_of), dependencies=[Depends(require_key(settings.server.api_keys))])
+    limiter = RateLimiter(settings.server.rate_limit)
+    app.include_router(native.router(service_of, api_of, limiter),
+                       dependencies=[Depends(require_key(settings.server.api_keys))])
     return app

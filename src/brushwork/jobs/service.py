@@ -24,6 +24,7 @@ from brushwork.jobs.types import EngineClient, JobRecord, JobStatus, WorkerCrash
 from brushwork.plan import Plan
 from brushwork.storage.results import ResultStore, image_key
 
+PURGE_EVERY_SECONDS = 3600.0
 IDLE_POLL_SECONDS = 0.5  # how often an idle loop looks at the store (another replica may have queued work)
 
 
@@ -49,13 +50,14 @@ class ServiceStats:
 
 class JobService:
     def __init__(self, store: JobStore, results: ResultStore, clients: list[EngineClient], *,
-                 max_queued: int = 100, max_attempts: int = 3,
+                 max_queued: int = 100, max_attempts: int = 3, history_seconds: float = 0.0,
                  on_finished: Callable[[JobRecord], None] | None = None) -> None:
         self.store = store
         self.results = results
         self.clients = clients
         self.max_queued = max_queued
         self.max_attempts = max_attempts
+        self.history_seconds = history_seconds
         self.on_finished = on_finished
         self.stats = ServiceStats()
         self.accepting = True
@@ -73,6 +75,8 @@ class JobService:
         for job_id in await asyncio.to_thread(self.store.recover):
             self._publish(job_id, {"type": "queued", "note": "requeued after a restart"})
         self._tasks = [asyncio.create_task(self._work(client)) for client in self.clients]
+        if self.history_seconds:
+            self._tasks.append(asyncio.create_task(self._purge_periodically()))
 
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop taking jobs; let running ones finish within `drain_timeout`; queued ones stay in the store."""
@@ -92,6 +96,21 @@ class JobService:
 
     def ready(self) -> bool:
         return self.accepting and any(client.ready() for client in self.clients)
+
+    async def purge(self, older_than: float) -> int:
+        """Forget jobs finished before `older_than` and delete the images no remaining job uses."""
+        keys = await asyncio.to_thread(self.store.purge, older_than=older_than)
+        for key in keys:
+            await asyncio.to_thread(self.results.delete, key)
+        for job_id in [j for j, e in self._events.items() if e.items and e.items[-1]["time"] < older_than]:
+            self._events.pop(job_id, None)
+        return len(keys)
+
+    async def _purge_periodically(self) -> None:
+        while self.accepting:
+            with contextlib.suppress(BrushworkError):
+                await self.purge(time.time() - self.history_seconds)
+            await asyncio.sleep(PURGE_EVERY_SECONDS)
 
     # -- submitting ------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -73,9 +73,11 @@ def view(record: JobRecord, request: Request, service: JobService) -> JobView:
     )
 
 
-def router(service_of: Any, api_of: Any) -> APIRouter:
-    """The v1 routes; `service_of(request)` and `api_of(request)` give the app's JobService and Brushwork."""
+def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
+    """The v1 routes; `service_of(request)` and `api_of(request)` give the app's JobService and Brushwork;
+    `limit` is a dependency run before a job is created (rate limiting)."""
     routes = APIRouter(prefix="/v1", tags=["v1"])
+    creates = [Depends(limit)] if limit is not None else []
 
     async def plan_of(request: Request) -> Plan:
         api = api_of(request)
@@ -83,7 +85,7 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
         parsed: GenerationRequest = await asyncio.to_thread(request_from_body, body, api)
         return await asyncio.to_thread(api.plan, parsed)  # hashing, demo build: off the event loop
 
-    @routes.post("/jobs", status_code=202, response_model=JobView, openapi_extra=BODY_DOC)
+    @routes.post("/jobs", status_code=202, response_model=JobView, openapi_extra=BODY_DOC, dependencies=creates)
     async def submit(request: Request,
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                      priority: Annotated[int, Query(ge=-100, le=100)] = 0) -> JobView:
@@ -92,7 +94,7 @@ def router(service_of: Any, api_of: Any) -> APIRouter:
         record = await service.submit(await plan_of(request), priority=priority, idempotency_key=idempotency_key)
         return view(record, request, service)
 
-    @routes.post("/generate", response_model=GenerateResult, openapi_extra=BODY_DOC)
+    @routes.post("/generate", response_model=GenerateResult, openapi_extra=BODY_DOC, dependencies=creates)
     async def generate(request: Request,
                        response_format: Annotated[str, Query(pattern="^(b64_json|url)$")] = "b64_json",
                        timeout: Annotated[float | None, Query(gt=0, le=3600)] = None) -> GenerateResult:
