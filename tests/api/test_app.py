@@ -276,3 +276,13 @@ def test_old_jobs_and_their_unshared_images_are_purged(serve):
     removed = http.portal.call(service.purge, time.time() + 1)  # on the app's own event loop
     assert removed == 1 and http.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert http.get(job["images"][0]).status_code == 404
+
+
+def test_over_http_a_model_is_a_catalog_name_never_a_server_path(serve, tiny_models):
+    http = serve(FakeClient())
+    for model in ("/etc/passwd", str(tiny_models.sd15_folder), "../checkpoints/tiny-sd15"):
+        answer = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "model": model})
+        assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["model"]
+        assert "tiny-sd15" in answer.json()["detail"][0]["valid"]
+    text = http.post("/v1/jobs", content=json.dumps({"prompt": "a fox", **FAST}), headers={"content-type": "text/plain"})
+    assert text.status_code == 415  # a "simple" cross-site form post cannot queue jobs

@@ -10,7 +10,9 @@ import base64
 import binascii
 from typing import Any
 
-from brushwork.errors import InvalidRequest
+from fastapi import HTTPException
+
+from brushwork.errors import InvalidRequest, NotFound
 from brushwork.facade import IMAGE_FIELDS, Brushwork
 from brushwork.plan import GenerationRequest
 
@@ -60,12 +62,17 @@ async def read_body(request: Any) -> Any:
     (`init_image`, `mask_image`, `control_image_1`...`control_image_8` for `controls[0..7].image`)."""
     import json
 
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "multipart/form-data") and not content_type.endswith("+json"):
+        # not a "simple" form post: a web page cannot queue jobs on a local server behind CORS's back
+        raise HTTPException(status_code=415, detail="send application/json or multipart/form-data")
+    if content_type != "multipart/form-data":
         try:
             return await request.json()
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("body", "is not valid JSON") from None
+        except RecursionError:
+            raise InvalidRequest("body", "is nested too deeply") from None
     try:
         form = await request.form(max_files=len(MULTIPART_FILES) + MAX_CONTROL_FILES, max_fields=16)
     except Exception as exc:  # the multipart parser's own errors: malformed input
@@ -73,7 +80,7 @@ async def read_body(request: Any) -> Any:
     text = form.get("request")
     try:
         data = json.loads(text) if isinstance(text, str) and text.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("request", "the form field must hold the GenerationRequest as JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request", "the form field must hold a JSON object")
@@ -94,3 +101,12 @@ async def read_body(request: Any) -> Any:
         raise InvalidRequest(sorted(unknown)[0], "unknown form field; expected request, init_image, mask_image, "
                                                  "control_image_N")
     return data
+
+
+def refuse_model_paths(request: GenerationRequest, api: Brushwork) -> None:
+    """Over HTTP a model is a catalog name only: a path would let callers probe or load the server's files."""
+    if request.model is None:
+        return
+    names = api.catalog.checkpoints()
+    if request.model not in names:
+        raise NotFound("model", request.model, names)

@@ -25,6 +25,7 @@ from brushwork.plan import Plan
 from brushwork.storage.results import ResultStore, image_key
 
 PURGE_EVERY_SECONDS = 3600.0
+TERMINAL_EVENTS = ("done", "failed", "cancelled")
 IDLE_POLL_SECONDS = 0.5  # how often an idle loop looks at the store (another replica may have queued work)
 
 
@@ -177,11 +178,14 @@ class JobService:
                 event = events.items[index]
                 index += 1
                 yield event
-                if event["type"] in ("done", "failed", "cancelled"):
+                if event["type"] in TERMINAL_EVENTS:
                     return
+            if events.items and events.items[-1]["type"] in TERMINAL_EVENTS:
+                return  # resumed after the last event of a finished job: nothing more will come
             record = await asyncio.to_thread(self.store.get, job_id)
             if record is not None and record.status.finished and not events.items:
-                yield _final_event(record)
+                if after == 0:
+                    yield _final_event(record)
                 return
             async with events.changed:
                 with contextlib.suppress(TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
-from brushwork.api.inputs import read_body, request_from_body
+from brushwork.api.inputs import read_body, refuse_model_paths, request_from_body
 from brushwork.contract.samplers import sampler_names
 from brushwork.jobs.service import JobService
 from brushwork.jobs.types import JobRecord, JobStatus
@@ -83,6 +84,7 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
         api = api_of(request)
         body = await read_body(request)
         parsed: GenerationRequest = await asyncio.to_thread(request_from_body, body, api)
+        await asyncio.to_thread(refuse_model_paths, parsed, api)
         return await asyncio.to_thread(api.plan, parsed)  # hashing, demo build: off the event loop
 
     @routes.post("/jobs", status_code=202, response_model=JobView, openapi_extra=BODY_DOC, dependencies=creates)
@@ -158,7 +160,7 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
         service = service_of(request)
         if service.store.get(job_id) is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = int(last_event_id) if last_event_id and re.fullmatch(r"[0-9]{1,12}", last_event_id) else 0
 
         async def stream() -> AsyncIterator[bytes]:
             async for event in service.events(job_id, after=after):
