@@ -10,60 +10,25 @@ running); part 2 sends what a schema fuzzer would not think of.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import struct
-import threading
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
-from PIL import Image
+from schemathesis.checks import not_a_server_error
 
-from brushwork.contract.events import CancelToken
-from brushwork.errors import Cancelled
-from brushwork.jobs.types import RunOutput, WorkerCrashed
-from brushwork.plan import Plan
+from brushwork.testing.clients import FakeClient
 
-hypothesis = pytest.importorskip("hypothesis")
-schemathesis = pytest.importorskip("schemathesis")
 HealthCheck, settings = hypothesis.HealthCheck, hypothesis.settings
-not_a_server_error = pytest.importorskip("schemathesis.checks").not_a_server_error
 
 FAST = {"model": "tiny-sd15", "steps": 2, "width": 64, "height": 64, "seed": 3}
-
-
-class FakeClient:
-    """Runs nothing: returns a tiny PNG per seed (a copy of tests/api/test_app.py's)."""
-
-    def __init__(self, hold: threading.Event | None = None, crash_first: bool = False) -> None:
-        self.hold = hold
-        self.crash_first = crash_first
-        self.runs = 0
-        self.restarts = 0
-
-    def run(self, plan: Plan, on_event: Any, cancel: CancelToken) -> RunOutput:
-        self.runs += 1
-        if self.crash_first and self.runs == 1:
-            raise WorkerCrashed("worker exited with code -9")
-        on_event({"type": "progress", "step": 1, "total": 1, "elapsed": 0.0, "stage": "generate"})
-        while self.hold is not None and not self.hold.is_set():
-            if cancel.cancelled:
-                raise Cancelled("cancelled after 1 of 1 steps")
-            time.sleep(0.01)
-        buffer = io.BytesIO()
-        Image.new("RGB", (8, 8), (self.runs % 256, 0, 0)).save(buffer, format="PNG")
-        return RunOutput(images=[buffer.getvalue()] * plan.batch_size, timings={"total": 0.0})
-
-    def ready(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def build_app(tiny_models: Any, root: Path, **server: Any) -> Any:

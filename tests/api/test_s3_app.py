@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_app import FAST, FakeClient, wait_done  # noqa: E402
+from test_app import FAST, wait_done  # noqa: E402
+
+from brushwork.testing.clients import FakeClient  # noqa: E402
 
 BUCKET = "results"
 
