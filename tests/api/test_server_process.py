@@ -107,7 +107,7 @@ def servers(tiny_models, tmp_path):
 
 def test_a_killed_worker_is_restarted_and_its_job_retried(servers, tmp_path):
     server = servers(tmp_path / "home")
-    job = server.post(SLOW_JOB)
+    job = server.post({**SLOW_JOB, "steps": 80})  # long enough to be mid-job when the kill lands, on fast CPUs too
     server.first_progress(job["id"])
     os.kill(server.worker_pid(), signal.SIGKILL)
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200  # the API keeps answering
