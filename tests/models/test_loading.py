@@ -183,3 +183,23 @@ def test_text_encoder_layers_says_when_it_cannot_tell(tiny_models, tmp_path: Pat
     (tmp_path / "folder").mkdir()
     with pytest.raises(ModelUnavailable, match="cannot read the text encoder's config"):
         text_encoder_layers(tmp_path / "folder", "sd15")
+
+
+def test_a_checkpoint_header_is_read_once_per_file_version(tiny_models, tmp_path, monkeypatch):
+    import shutil
+
+    from brushwork.models import loading
+
+    copy = shutil.copy(tiny_models.sd15_single, tmp_path / "copy.safetensors")
+    reads: list[str] = []
+    real = loading.read_checkpoint_shapes
+    monkeypatch.setattr(loading, "read_checkpoint_shapes", lambda path: reads.append(str(path)) or real(path))
+    first = loading.checkpoint_shapes(copy)
+    assert loading.checkpoint_shapes(copy) == first and len(reads) == 1  # family, shape check, clip skip: one read
+    first.clear()  # callers get their own copy
+    assert loading.checkpoint_shapes(copy)
+    import os
+
+    os.utime(copy, ns=(1, 1))  # a changed file is read again
+    loading.checkpoint_shapes(copy)
+    assert len(reads) == 2

@@ -14,6 +14,7 @@ pipeline class. `family_and_variant` tells both from the files alone.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,8 +70,27 @@ def _pickle_shapes(path: Path) -> dict[str, Any]:
 
 
 def checkpoint_shapes(path: Path) -> dict[str, Any]:
-    """Tensor name -> shape of a single-file checkpoint; ValueError (one line) when it cannot be read."""
-    return read_checkpoint_shapes(path) if path.suffix.lower() == ".safetensors" else _pickle_shapes(path)
+    """Tensor name -> shape of a single-file checkpoint; ValueError (one line) when it cannot be read.
+
+    Remembered per (file, size, mtime): resolving a request asks for the same
+    header up to three times (family, shape check, clip-skip depth), and a
+    server resolves every request.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return _read_shapes(str(path))  # raises the reader's own one-line error
+    return dict(_shapes_of_version(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _shapes_of_version(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    return _read_shapes(path)
+
+
+def _read_shapes(path: str) -> dict[str, Any]:
+    file = Path(path)
+    return read_checkpoint_shapes(file) if file.suffix.lower() == ".safetensors" else _pickle_shapes(file)
 
 
 def _check_single(path: Path, config_dir: Path | None) -> tuple[Family, Variant]:
