@@ -101,12 +101,15 @@ class Resolver:
         return ModelRef(name=entry.name, family=family, sha256=sha, short_hash=short_hash(sha),
                         demo=entry.demo, variant=variant, path=str(path) if by_path else None)
 
-    def _pinned(self, field: str, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
-        """sha256 of an installed ControlNet/upscaler file, or NotFound (for `field`) listing what is installed."""
+    def _installed(self, field: str, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> tuple[Path, str]:
+        """An installed ControlNet/upscaler file and its sha256, or NotFound (for `field`) listing what is installed."""
         path = self.catalog.adapter(kind, name)
         if path is None:
             raise NotFound(field, name, [*self.catalog.scan(kind), *extra_valid], what=KIND_NAMES[kind])
-        return self.catalog.sha256(path)
+        return path, self.catalog.sha256(path)
+
+    def _pinned(self, field: str, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
+        return self._installed(field, kind, name, extra_valid)[1]
 
     def _adapters(self, recipe: Recipe, model: ModelRef, recipe_family: Family | None,
                   warnings: list[str]) -> tuple[tuple[AdapterRef, ...], AdapterRef | None]:
@@ -218,16 +221,14 @@ class Resolver:
             if image is None:
                 raise InvalidRequest("control", f"ControlNet {unit.model!r} needs an image (or an init image)")
             self._check_asset("control", image)
-            sha = self._pinned("control", "controlnet", unit.model)
-            self._check_control_family(unit.model, family)
+            path, sha = self._installed("control", "controlnet", unit.model)
+            self._check_control_family(path, unit.model, family)
             pinned.append(unit.model_copy(update={"image": image, "sha256": sha}))
         return tuple(pinned)
 
-    def _check_control_family(self, name: str, family: Family) -> None:
+    def _check_control_family(self, path: Path, name: str, family: Family) -> None:
         from brushwork.models.controlnet import check_compatible, controlnet_family
 
-        path = self.catalog.adapter("controlnet", name)
-        assert path is not None
         check_compatible(controlnet_family(path), family, name)
 
     def _hires(self, mode: Mode, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults,

@@ -74,6 +74,13 @@ def view(record: JobRecord, request: Request, service: JobService) -> JobView:
     )
 
 
+def job_or_404(service: JobService, job_id: str) -> JobRecord:
+    record = service.store.get(job_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
+    return record
+
+
 def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
     """The v1 routes; `service_of(request)` and `api_of(request)` give the app's JobService and Brushwork;
     `limit` is a dependency run before a job is created (rate limiting)."""
@@ -126,10 +133,7 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
     @routes.get("/jobs/{job_id}", response_model=JobView)
     async def get_job(request: Request, job_id: str) -> JobView:
         service = service_of(request)
-        record = service.store.get(job_id)
-        if record is None:
-            raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
-        return view(record, request, service)
+        return view(job_or_404(service, job_id), request, service)
 
     @routes.get("/jobs", response_model=JobPage)
     async def list_jobs(request: Request, status: JobStatus | None = None, style: str | None = None,
@@ -145,9 +149,7 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
     async def cancel_job(request: Request, job_id: str) -> JobView:
         """Cancel a queued job, or stop a running one at its next step."""
         service = service_of(request)
-        record = service.store.get(job_id)
-        if record is None:
-            raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
+        record = job_or_404(service, job_id)
         if record.status.finished:
             raise HTTPException(status_code=409, detail=f"job {job_id} is already {record.status.value}")
         record = service.cancel(job_id) or record
@@ -158,8 +160,7 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
                          last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
         """Server-Sent Events: queued, started, progress (step/total), done / failed / cancelled."""
         service = service_of(request)
-        if service.store.get(job_id) is None:
-            raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
+        job_or_404(service, job_id)
         after = int(last_event_id) if last_event_id and re.fullmatch(r"[0-9]{1,12}", last_event_id) else 0
 
         async def stream() -> AsyncIterator[bytes]:
