@@ -18,3 +18,15 @@ def test_benchmark_paths_make_identical_images_and_brushwork_loads_once(tiny_mod
     assert result.identical_pixels  # brushwork = plain diffusers, pixel for pixel
     assert result.brushwork_loads == 1
     assert min(result.naive_s, result.diffusers_warm_s, result.brushwork_cold_s, result.brushwork_warm_s) > 0
+
+
+def test_throughput_benchmark_batches_concurrent_clients_and_keeps_their_pixels(tiny_models, tmp_path: Path):
+    path = BENCH.parent / "server_throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    result = module.compare(tiny_models.sd15_folder, tmp_path / "home", clients=3, steps=2, size=64)
+    assert result.batches == [3]  # three concurrent clients, one engine run
+    assert result.max_pixel_difference <= 1  # every job's image is its request's plain-diffusers image
+    assert min(result.diffusers_loop_s, result.one_client_s, result.concurrent_s, result.batched_s) > 0

@@ -142,7 +142,8 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=7860, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64, description="engine worker processes (one per device)")
+    workers: int = Field(default=0, ge=0, le=64,
+                         description="engine worker processes; 0 = one per detected GPU (one on a CPU-only machine)")
     worker_mode: Literal["process", "inprocess"] = Field(
         default="process", description="'process': supervised worker processes; 'inprocess': the server's own")
     max_queued: int = Field(default=100, ge=1, description="more queued jobs → 429")
@@ -154,7 +155,18 @@ class ServerSettings(BaseModel):
     drain_timeout: float = Field(default=60.0, ge=0, description="on SIGTERM, how long the running job may finish")
     s3: S3Settings | None = Field(default=None, description="keep results in an S3-compatible bucket")
     history_days: float = Field(default=30.0, gt=0, description="finished jobs and their images are purged after this")
+    image_days: float | None = Field(default=None, gt=0,
+                                     description="stored result images are deleted sooner than their jobs; "
+                                                 "None = with the job (history_days)")
     rate_limit: float = Field(default=0.0, ge=0, description="jobs per minute per API key (or client address); 0 = off")
+    max_batch_size: int = Field(default=4, ge=1, le=64,
+                                description="images per batched run of compatible jobs; 1 = no dynamic batching")
+    batch_wait: float = Field(default=0.05, ge=0, le=5,
+                              description="seconds a job waits for compatible jobs to batch with")
+    preview_every: int = Field(default=5, ge=0, le=1000,
+                               description="a JPEG latent preview in every Nth progress event; 0 = none")
+    allow_image_urls: bool = Field(default=False, description="accept http(s) image URLs in requests (SSRF-guarded)")
+    image_url_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds to fetch one image URL")
 
 
 class Settings(BaseSettings):

@@ -265,9 +265,27 @@ class Plan(BaseModel):
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
+    def batch_key(self) -> str:
+        """Which Plans can run as one batch: equal keys differ only in prompts, seeds and style name.
+
+        Each image keeps its own seed's generator, so a batched job gets the
+        pixels it would get alone. Empty for modes that are not batched
+        (inpaint, outpaint: their per-image masks and crops are run one job at a time).
+        """
+        if self.mode not in BATCHED_MODES:
+            return ""
+        payload = self.model_dump(mode="json", exclude=_PER_JOB, exclude_none=True)
+        payload["has_negative_prompt"] = bool(self.negative_prompt)  # SDXL zeroes an empty negative prompt
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
     def single(self, index: int) -> Plan:
         """The Plan for image `index` alone (what `replay` of that image runs)."""
         return self.model_copy(update={"seeds": (self.seeds[index],)})
+
+
+BATCHED_MODES = ("txt2img", "img2img")
+_PER_JOB = {"prompt", "negative_prompt", "seeds", "style", "style_type", "warnings"}
 
 
 def _decided(value: Any) -> Any:
@@ -303,3 +321,4 @@ class Result:
     plan: Plan
     timings: dict[str, float] = field(default_factory=dict)
     filtered: list[bool] = field(default_factory=list)
+    peak_memory: int | None = None  # bytes allocated on the device at most during the run (CUDA only)

@@ -24,28 +24,6 @@ from brushwork.testing.images import picture
 FAST = {"model": "tiny-sd15", "steps": 2, "width": 64, "height": 64, "seed": 3}
 
 
-@pytest.fixture
-def serve(make_settings, tmp_path):
-    """serve(client=None, **server_settings) → a TestClient with the app's lifespan running."""
-    from brushwork.api.app import create_app
-    from brushwork.config import ServerSettings
-    from brushwork.jobs.clients import InProcessClient
-
-    opened: list[TestClient] = []
-
-    def start(client: Any = None, **server: Any) -> TestClient:
-        settings = make_settings(home=tmp_path / "home", server=ServerSettings(**server))
-        factory = (lambda s, api: [client]) if client is not None else (lambda s, api: [InProcessClient(s, api.engine)])
-        test_client = TestClient(create_app(settings, clients=factory))
-        test_client.__enter__()
-        opened.append(test_client)
-        return test_client
-
-    yield start
-    for test_client in opened:
-        test_client.__exit__(None, None, None)
-
-
 def wait_done(http: TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +133,7 @@ def test_not_json_object_too_big_and_unknown_job(serve):
 
 def test_full_queue_is_429_and_cancel_works_queued_and_running(serve):
     hold = threading.Event()
-    http = serve(FakeClient(hold=hold), max_queued=1)
+    http = serve(FakeClient(hold=hold), max_queued=1, max_batch_size=1)  # "two" must stay queued
     running = http.post("/v1/jobs", json={"prompt": "one", **FAST}).json()
     deadline = time.monotonic() + 10
     while http.get(f"/v1/jobs/{running['id']}").json()["status"] != "running" and time.monotonic() < deadline:
@@ -254,3 +232,27 @@ def test_over_http_a_model_is_a_catalog_name_never_a_server_path(serve, tiny_mod
         assert "tiny-sd15" in answer.json()["detail"][0]["valid"]
     text = http.post("/v1/jobs", content=json.dumps({"prompt": "a fox", **FAST}), headers={"content-type": "text/plain"})
     assert text.status_code == 415  # a "simple" cross-site form post cannot queue jobs
+
+
+def test_generate_past_its_timeout_is_202_with_the_job_that_goes_on(serve):
+    hold = threading.Event()
+    http = serve(FakeClient(hold=hold))
+    answer = http.post("/v1/generate?timeout=0.2", json={"prompt": "a fox", **FAST})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()["job"]
+    assert answer.headers["location"] == f"/v1/jobs/{job['id']}" and job["status"] in ("queued", "running")
+    hold.set()
+    assert wait_done(http, job["id"])["status"] == "succeeded"
+
+
+def test_images_can_be_kept_shorter_than_their_jobs(serve):
+    http = serve(FakeClient())
+    job = wait_done(http, http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).json()["id"])
+    kept = wait_done(http, http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "seed": 77}).json()["id"])
+    service = http.app.state.service
+    assert job["finished_at"] < kept["finished_at"]
+    assert http.portal.call(service.drop_images, kept["finished_at"]) == 1  # strictly older ones only
+    after = http.get(f"/v1/jobs/{job['id']}").json()
+    assert after["status"] == "succeeded" and after["images"] == [] and after["plan"] == job["plan"]
+    assert http.get(job["images"][0]).status_code == 404
+    assert http.get(kept["images"][0]).status_code == 200  # finished later: kept

@@ -160,6 +160,22 @@ def test_worker_batch_images_come_in_seed_order_with_their_own_metadata(worker, 
     assert np.array_equal(pixels(alone.images[0]), pixels(output.images[1]))
 
 
+def test_worker_runs_a_batch_of_plans_each_with_its_own_pixels_events_and_metadata(worker, local_api):
+    plans = [local_api.plan("a red fox", **{**FAST, "steps": 2}),
+             local_api.plan("a blue whale", **{**FAST, "steps": 2, "seed": 8, "batch_size": 2})]
+    events: list[tuple[int, dict]] = []
+    outputs = worker.run_batch(plans, lambda member, event: events.append((member, event)), CancelToken())
+    assert [len(out.images) for out in outputs] == [1, 2]
+    for member in (0, 1):
+        assert progress_steps([e for m, e in events if m == member]) == [1, 2]
+    for plan, output in zip(plans, outputs, strict=True):
+        alone = local_api.engine.run(plan)
+        for index, data in enumerate(output.images):
+            assert Plan.from_json(Image.open(io.BytesIO(data)).info["brushwork-plan"]) == plan.single(index)
+            diff = np.abs(pixels(data).astype(int) - np.asarray(alone.images[index]).astype(int))
+            assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # batched kernels: at most one 8-bit level
+
+
 def test_worker_cancel_crosses_the_boundary_and_the_worker_stays(worker, local_api, reference):
     plan = local_api.plan("a red fox", **{**FAST, "steps": LONG_STEPS})
     pid, restarts = worker.pid, worker.restarts

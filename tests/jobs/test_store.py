@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -309,3 +310,52 @@ def test_a_folder_in_the_way_gives_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "jobs.sqlite").mkdir()
     with pytest.raises(BrushworkError, match=r"^job store .*jobs\.sqlite: "):
         SqliteJobStore(tmp_path / "jobs.sqlite")
+
+
+def batched(key: str, images: int = 1, created_at: float = 0.0, priority: int = 0) -> JobRecord:
+    record = job(created_at=created_at, priority=priority)
+    record.batch_key, record.image_count = key, images
+    return record
+
+
+def test_claim_compatible_takes_same_key_jobs_in_queue_order_within_the_image_budget(store: SqliteJobStore) -> None:
+    a1 = store.add(batched("k", 1, created_at=1.0))
+    other = store.add(batched("other", 1, created_at=2.0))
+    a2 = store.add(batched("k", 3, created_at=3.0))  # does not fit a budget of 2 after a1
+    a3 = store.add(batched("k", 1, created_at=4.0))
+    loner = store.add(batched("", 1, created_at=5.0))
+    claimed = store.claim_compatible("k", 2)
+    assert [r.id for r in claimed] == [a1.id, a3.id]
+    assert all(r.status is JobStatus.RUNNING and r.attempts == 1 and r.started_at for r in claimed)
+    assert store.claim_compatible("k", 2) == []  # a2 needs 3 images
+    assert [r.id for r in store.claim_compatible("k", 3)] == [a2.id]
+    assert store.claim_compatible("", 10) == [] and store.claim_compatible("other", 0) == []
+    assert drain(store) == [other.id, loner.id]
+
+
+def test_a_version_1_database_gains_the_batch_columns(path: Path) -> None:
+    from brushwork.jobs.store import _MIGRATIONS
+
+    path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(path)
+    for statement in _MIGRATIONS[1]:
+        raw.execute(statement)
+    raw.execute("INSERT INTO jobs (id, status, plan_json, style, created_at) VALUES ('old', 'queued', '{}', 's', 1)")
+    raw.commit()
+    raw.close()
+    with SqliteJobStore(path) as upgraded:
+        old = upgraded.get("old")
+        assert old is not None and old.batch_key == "" and old.image_count == 1
+        assert upgraded.claim_compatible("", 4) == [] and upgraded.claim_next().id == "old"
+
+
+def test_drop_images_keeps_the_jobs_and_images_still_referenced(store: SqliteJobStore) -> None:
+    old = store.add(job(created_at=1.0, status=JobStatus.SUCCEEDED, images=["a", "shared"]))
+    newer = store.add(job(created_at=2.0, status=JobStatus.SUCCEEDED, images=["shared", "b"]))
+    store.finish(old.id, JobStatus.SUCCEEDED)
+    cutoff = store.get(old.id).finished_at + 1e-3
+    time.sleep(0.002)
+    store.finish(newer.id, JobStatus.SUCCEEDED)  # finished after the cutoff
+    assert store.drop_images(older_than=cutoff) == ["a"]  # "shared" is still newer's
+    assert store.get(old.id).images == [] and store.get(newer.id).images == ["shared", "b"]
+    assert store.drop_images(older_than=cutoff) == []

@@ -33,12 +33,19 @@ ClientFactory = Callable[[Settings, Brushwork], Sequence[EngineClient]]
 
 
 def default_clients(settings: Settings, api: Brushwork) -> list[EngineClient]:
-    """Worker processes (one per device by default), or the server's own process when configured."""
+    """Worker processes, or the server's own process when configured.
+
+    `server.workers` 0 = one worker per detected GPU (one on a CPU-only machine or a pinned device);
+    N = N workers round-robin over those devices. Several workers on one GPU split its memory.
+    GPUs are counted without creating a CUDA context here: only the workers touch the device.
+    """
     from brushwork.jobs.clients import InProcessClient, WorkerClient
+    from brushwork.runtime.device import worker_layout
 
     if settings.server.worker_mode == "inprocess":
         return [InProcessClient(settings, api.engine)]
-    return [WorkerClient(settings) for _ in range(settings.server.workers)]
+    return [WorkerClient(settings, device=device)
+            for device in worker_layout(settings.device, settings.server.workers)]
 
 
 def document_request_schema(app: FastAPI) -> None:
@@ -84,7 +91,10 @@ def create_app(settings: Settings, *, clients: ClientFactory = default_clients) 
         engine_clients = list(clients(settings, api))
         service = JobService(store, results, engine_clients,
                              max_queued=settings.server.max_queued, max_attempts=settings.server.max_attempts,
-                             history_seconds=settings.server.history_days * 86400)
+                             history_seconds=settings.server.history_days * 86400,
+                             image_seconds=None if settings.server.image_days is None
+                             else settings.server.image_days * 86400,
+                             max_batch_size=settings.server.max_batch_size, batch_wait=settings.server.batch_wait)
         app.state.metrics = Metrics(service)
         service.on_finished = app.state.metrics.job_finished
         app.state.service = service

@@ -2,7 +2,8 @@
 
 422 `{"detail": [{"loc": [field], "msg": ..., "type": ...}]}` (FastAPI's own
 shape, with the CLI's messages); 404 lists the valid names; 429 says when to
-retry; runtime failures of a model are 503 with the reason.
+retry; runtime failures of a model are 503 with the reason. 503 and 500
+texts come from the engine, so local paths in them are redacted (`api.redact`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from brushwork.api.redact import redact
 from brushwork.errors import BrushworkError, InvalidRequest, ModelUnavailable, NotFound
 from brushwork.jobs.service import QueueFull
 
@@ -39,11 +41,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ModelUnavailable)
     async def unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": redact(str(exc), request.app.state.settings)}, status_code=503)
 
     @app.exception_handler(BrushworkError)
     async def failure(request: Request, exc: BrushworkError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=500)
+        return JSONResponse({"detail": redact(str(exc), request.app.state.settings)}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def shape(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,5 +1,7 @@
 """Request bodies → GenerationRequest: images given inline (base64 or data: URLs) go to the asset store.
 
+An http(s) URL is fetched (SSRF-guarded, `remote_images`) only when `server.allow_image_urls` is on.
+
 The same field names and the same validation as the CLI and the Python API;
 images are checked (bytes, pixels, format) before anything else is done.
 """
@@ -8,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from fastapi import HTTPException
 
+from brushwork.api import remote_images
+from brushwork.config import Settings
 from brushwork.errors import InvalidRequest, NotFound
 from brushwork.facade import IMAGE_FIELDS, Brushwork
 from brushwork.plan import GenerationRequest
@@ -33,6 +38,24 @@ def decode_image(field: str, value: Any) -> bytes:
         raise InvalidRequest(field, "is not valid base64") from None
 
 
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")  # base64 never holds ':', data: URLs have no '//'
+URLS_OFF = ("image URLs are turned off on this server (server.allow_image_urls); send the image as base64 "
+            "or multipart")
+
+
+def image_bytes(field: str, value: Any, settings: Settings) -> bytes:
+    """An image value's bytes: an upload, base64 / a data: URL, or an http(s) URL when the server allows them."""
+    match = URL_SCHEME.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return decode_image(field, value)
+    if match.group(1).lower() not in ("http", "https"):
+        raise InvalidRequest(field, f"{match.group(1)}:// URLs are not accepted; send the image as base64 (or a "
+                                    "data: URL) or multipart")
+    if not settings.server.allow_image_urls:
+        raise InvalidRequest(field, URLS_OFF)
+    return remote_images.fetch_image(value, field, limits=settings.limits, timeout=settings.server.image_url_timeout)
+
+
 def request_from_body(body: Any, api: Brushwork) -> GenerationRequest:
     """Build a GenerationRequest from a JSON body; inline images are stored and replaced by AssetRefs."""
     if not isinstance(body, dict):
@@ -40,14 +63,14 @@ def request_from_body(body: Any, api: Brushwork) -> GenerationRequest:
     data = dict(body)
     for name in IMAGE_FIELDS:
         if data.get(name) is not None and not isinstance(data[name], dict):  # a dict would be an AssetRef
-            data[name] = api.add_image(decode_image(name, data[name]), name)
+            data[name] = api.add_image(image_bytes(name, data[name], api.settings), name)
     controls = data.get("controls")
     if isinstance(controls, list):
         units = []
         for index, unit in enumerate(controls):
             if isinstance(unit, dict) and isinstance(unit.get("image"), (str, bytes)):
-                unit = {**unit, "image": api.add_image(decode_image(f"control #{index + 1} image", unit["image"]),
-                                                       "control")}
+                field = f"control #{index + 1} image"
+                unit = {**unit, "image": api.add_image(image_bytes(field, unit["image"], api.settings), field)}
             units.append(unit)
         data["controls"] = units
     return GenerationRequest.parse(data)
@@ -75,7 +98,7 @@ async def read_body(request: Any) -> Any:
             raise InvalidRequest("body", "is nested too deeply") from None
     try:
         form = await request.form(max_files=len(MULTIPART_FILES) + MAX_CONTROL_FILES, max_fields=16)
-    except Exception as exc:  # the multipart parser's own errors: malformed input
+    except Exception as exc:  # noqa: BLE001 — the multipart parser's own errors: malformed input
         raise InvalidRequest("body", f"is not valid multipart/form-data ({exc})") from None
     text = form.get("request")
     try:
@@ -98,7 +121,7 @@ async def read_body(request: Any) -> Any:
         controls[index]["image"] = await upload.read()
     unknown = set(form.keys()) - {"request", *MULTIPART_FILES, *(f"control_image_{i + 1}" for i in range(MAX_CONTROL_FILES))}
     if unknown:
-        raise InvalidRequest(sorted(unknown)[0], "unknown form field; expected request, init_image, mask_image, "
+        raise InvalidRequest(min(unknown), "unknown form field; expected request, init_image, mask_image, "
                                                  "control_image_N")
     return data
 

@@ -28,8 +28,32 @@ class Metrics:
         self.restarts = Gauge("brushwork_worker_restarts", "engine worker processes restarted",
                               registry=self.registry)
         self.restarts.set_function(lambda: sum(getattr(c, "restarts", 0) for c in service.clients))
+        self.batched = Gauge("brushwork_batched_jobs", "jobs that ran in a batch with others",
+                             registry=self.registry)
+        self.batched.set_function(lambda: sum(size for size in service.stats.batch_sizes if size > 1))
+        self.engine_runs = Gauge("brushwork_engine_runs", "engine runs (a batch of jobs is one run)",
+                                 registry=self.registry)
+        self.engine_runs.set_function(lambda: len(service.stats.batch_sizes))
+        self.registry.register(_DeviceMemory(service))
 
     def job_finished(self, record: JobRecord) -> None:
         self.finished.labels(record.status.value).inc()
         if record.started_at is not None and record.finished_at is not None:
             self.seconds.observe(max(0.0, record.finished_at - record.started_at))
+
+
+class _DeviceMemory:
+    """`brushwork_device_memory_peak_bytes{worker}`: each worker's peak device memory in its last run
+    (CUDA workers only; absent on CPU, where the OS's process metrics tell more)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("brushwork_device_memory_peak_bytes",
+                                   "peak device memory allocated during the worker's last run", labels=["worker"])
+        for index, peak in sorted(self.service.stats.peak_memory.items()):
+            family.add_metric([str(index)], float(peak))
+        yield family

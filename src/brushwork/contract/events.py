@@ -19,6 +19,7 @@ class StepEvent:
     total: int
     elapsed: float  # seconds since the first step began
     stage: str = "generate"
+    preview: bytes | None = None  # a small JPEG of the latents at this step (server progress events)
 
     @property
     def fraction(self) -> float:

@@ -8,8 +8,10 @@ entered: resolve, a PNG, another process). One Engine serialises its runs
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ from typing import Any
 from brushwork.config import Settings
 from brushwork.contract.validation import planned_steps
 from brushwork.engine.adapters import applied_adapters
-from brushwork.engine.progress import CancelToken, ProgressCallback, StepTracker
-from brushwork.engine.prompts import prompt_kwargs
+from brushwork.engine.progress import CancelToken, MemberProgress, ProgressCallback, StepEvent, StepTracker
+from brushwork.engine.preview import latent_jpegs
+from brushwork.engine.prompts import prompt_groups
 from brushwork.engine.runners.base import PIPELINE_CLASSES, Role, RunContext, runner_for
 from brushwork.errors import ModelUnavailable
 from brushwork.models.cache import PipelineCache, PipelineKey
@@ -26,6 +29,7 @@ from brushwork.models.catalog import Kind, ModelCatalog
 from brushwork.plan import Plan, Result
 from brushwork.post.upscale import Upscalers
 from brushwork.runtime.device import DevicePolicy, choose, torch_dtype
+from brushwork.runtime.memory import peak_bytes, reset_peak
 from brushwork.runtime.samplers import scheduler_for
 from brushwork.storage.assets import AssetStore
 
@@ -149,41 +153,111 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> Result:
         """Execute a checked `plan`; image i is made from seed `plan.seeds[i]` alone."""
+        report = None if on_progress is None else (lambda _member, event: on_progress(event))
+        return self.run_batch([plan], report, cancel)[0]
+
+    def run_batch(
+        self,
+        plans: Sequence[Plan],
+        on_progress: MemberProgress | None = None,
+        cancel: CancelToken | None = None,
+        preview_every: int = 0,
+    ) -> list[Result]:
+        """Execute Plans that share a `batch_key()` as few diffusers calls as possible.
+
+        The images of all Plans go through the UNet together (one prompt per
+        image, one generator per seed), so each Plan gets the pixels it would
+        get alone, up to float rounding of batched kernels. Plans whose prompts
+        take different encodings (plain text vs. long-prompt embeddings of
+        other lengths) form separate groups. `on_progress(i, event)` reports
+        the steps of `plans[i]`; a cancel stops the whole batch. With
+        `preview_every` = N, every Nth step's event carries a small JPEG of
+        that Plan's first image so far (`engine.preview`).
+        """
         import torch
 
-        from brushwork.post.finishing import finish
-
-        tracker = StepTracker(planned_steps(plan), on_progress, cancel)
+        plans = list(plans)
+        if not plans:
+            return []
+        if len(plans) > 1 and (not plans[0].batch_key() or len({p.batch_key() for p in plans}) > 1):
+            raise ValueError("a batch needs Plans with one shared, non-empty batch_key()")
+        results: list[Result | None] = [None] * len(plans)
         with self._lock:
-            tracker.check_cancelled()
+            if cancel is not None and cancel.cancelled:
+                StepTracker(planned_steps(plans[0]), None, cancel).check_cancelled()
             started = time.perf_counter()
-            loaded_pipeline = self.loaded(plan)
+            reset_peak(self.policy.device)
+            loaded_pipeline = self.loaded(plans[0])
             base = loaded_pipeline.pipe
             loaded = time.perf_counter()
-            with applied_adapters(base, plan, self.catalog, torch_dtype(self.policy.dtype)), torch.inference_mode():
-                ctx = RunContext(
-                    plan=plan,
-                    # CPU generators: the same seed gives the same noise on every device.
-                    generators=[torch.Generator("cpu").manual_seed(s) for s in plan.seeds],
-                    tracker=tracker,
-                    prompt_kwargs=prompt_kwargs(base, plan),
-                    pipeline=lambda role, control: self._view(plan, base, role, control),
-                    # A fresh sampler per pass, from the model's own config: nothing leaks between runs.
-                    new_scheduler=lambda: scheduler_for(plan.sampler).build(loaded_pipeline.scheduler_config,
-                                                                            plan.seeds),
-                    open_image=self.assets.open_rgb,
-                    open_mask=self.assets.open_mask,
-                    upscale_image=self.upscale_image,
-                )
-                tracker.begin()
-                images = runner_for(plan.mode)(plan, ctx)
-                generated = time.perf_counter()
-                images, filtered = finish(images, plan, self.upscale_image, self.settings.safety_filter)
-            done = time.perf_counter()
-        return Result(
-            images=images,
+            with applied_adapters(base, plans[0], self.catalog, torch_dtype(self.policy.dtype)), \
+                    torch.inference_mode():
+                for members, kwargs in prompt_groups(base, plans):
+                    group_started = time.perf_counter()
+                    images = self._generate([plans[i] for i in members], members, kwargs, loaded_pipeline,
+                                            on_progress, cancel, preview_every)
+                    generated = time.perf_counter()
+                    offset = 0
+                    for index in members:
+                        plan = plans[index]
+                        own = images[offset:offset + plan.batch_size]
+                        offset += plan.batch_size
+                        post_started = time.perf_counter()
+                        own, filtered = self._finish(own, plan)
+                        done = time.perf_counter()
+                        results[index] = Result(
+                            images=own, plan=plan, filtered=filtered,
+                            timings={"load": loaded - started, "generate": generated - group_started,
+                                     "post": done - post_started, "total": done - started},
+                        )
+            peak = peak_bytes(self.policy.device)
+        return [dataclasses.replace(result, peak_memory=peak) for result in results if result is not None]
+
+    def _finish(self, images: list[Any], plan: Plan) -> tuple[list[Any], list[bool]]:
+        from brushwork.post.finishing import finish
+
+        return finish(images, plan, self.upscale_image, self.settings.safety_filter)
+
+    def _generate(self, plans: list[Plan], members: list[int], kwargs: dict[str, Any],
+                  loaded_pipeline: LoadedPipeline, on_progress: MemberProgress | None,
+                  cancel: CancelToken | None, preview_every: int = 0) -> list[Any]:
+        """One runner call for Plans that share everything but prompts and seeds: their images in order."""
+        import torch
+
+        plan = plans[0]
+        single = len(plans) == 1
+        if not single:  # one Plan with every seed; the per-image prompts are in `kwargs`
+            plan = plan.model_copy(update={"seeds": tuple(seed for p in plans for seed in p.seeds)})
+
+        def report(event: StepEvent) -> None:
+            if on_progress is not None:
+                for index in members:
+                    on_progress(index, event)
+
+        first_rows = [sum(p.batch_size for p in plans[:k]) for k in range(len(plans))]
+
+        def report_with_previews(event: StepEvent, latents: Any) -> None:
+            if on_progress is not None:
+                jpegs = latent_jpegs(latents, plan.model.family, first_rows)
+                for index, jpeg in zip(members, jpegs, strict=True):
+                    on_progress(index, dataclasses.replace(event, preview=jpeg))
+
+        tracker = StepTracker(planned_steps(plan), report, cancel, preview_every=preview_every,
+                              on_latents=report_with_previews)
+        base = loaded_pipeline.pipe
+        ctx = RunContext(
             plan=plan,
-            timings={"load": loaded - started, "generate": generated - loaded, "post": done - generated,
-                     "total": done - started},
-            filtered=filtered,
+            # CPU generators: the same seed gives the same noise on every device.
+            generators=[torch.Generator("cpu").manual_seed(s) for s in plan.seeds],
+            tracker=tracker,
+            prompt_kwargs=kwargs,
+            images_per_prompt=plan.batch_size if single else 1,
+            pipeline=lambda role, control: self._view(plan, base, role, control),
+            # A fresh sampler per pass, from the model's own config: nothing leaks between runs.
+            new_scheduler=lambda: scheduler_for(plan.sampler).build(loaded_pipeline.scheduler_config, plan.seeds),
+            open_image=self.assets.open_rgb,
+            open_mask=self.assets.open_mask,
+            upscale_image=self.upscale_image,
         )
+        tracker.begin()
+        return list(runner_for(plan.mode)(plan, ctx))

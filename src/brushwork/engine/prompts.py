@@ -118,3 +118,49 @@ def prompt_kwargs(pipe: Any, plan: Plan, *, force_chunked: bool = False) -> dict
         if plan.model.family == "sdxl":
             return _chunked_sdxl(pipe, plan, chunks)
         return _chunked_sd15(pipe, plan, chunks)
+
+
+def _form(kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """What must match for prompt arguments to share one call: text (and whether a negative is given),
+    or embeddings of the same shapes."""
+    if "prompt" in kwargs:
+        return ("text", kwargs["negative_prompt"] is None)
+    return ("embeds", *sorted((name, tuple(value.shape)) for name, value in kwargs.items()))
+
+
+def _per_image(kwargs: list[dict[str, Any]], counts: list[int]) -> dict[str, Any]:
+    """Several Plans' prompt arguments as one call's: each Plan's prompt once per image of it."""
+    if "prompt" in kwargs[0]:
+        prompts = [kw["prompt"] for kw, n in zip(kwargs, counts, strict=True) for _ in range(n)]
+        if kwargs[0]["negative_prompt"] is None:
+            return {"prompt": prompts, "negative_prompt": None}
+        negatives = [kw["negative_prompt"] for kw, n in zip(kwargs, counts, strict=True) for _ in range(n)]
+        return {"prompt": prompts, "negative_prompt": negatives}
+    import torch
+
+    return {name: torch.cat([kw[name].repeat(n, *([1] * (kw[name].ndim - 1)))
+                             for kw, n in zip(kwargs, counts, strict=True)])
+            for name in kwargs[0]}
+
+
+def prompt_groups(pipe: Any, plans: list[Plan]) -> list[tuple[list[int], dict[str, Any]]]:
+    """Split batched Plans into groups whose prompts can go through one pipeline call.
+
+    Returns (indices into `plans`, the call's prompt arguments). A group of one
+    keeps its Plan's own arguments (one prompt, `num_images_per_prompt` images);
+    a larger group passes one prompt (or embedding row) per image.
+    """
+    if len(plans) == 1:
+        return [([0], prompt_kwargs(pipe, plans[0]))]
+    grouped: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] = {}
+    for index, plan in enumerate(plans):
+        kwargs = prompt_kwargs(pipe, plan)
+        grouped.setdefault(_form(kwargs), []).append((index, kwargs))
+    groups = []
+    for entries in grouped.values():
+        members = [index for index, _ in entries]
+        if len(entries) == 1:
+            groups.append((members, entries[0][1]))
+        else:
+            groups.append((members, _per_image([kw for _, kw in entries], [plans[i].batch_size for i in members])))
+    return groups

@@ -8,12 +8,15 @@ unpickled from a message.
 
 Worker protocol (one `multiprocessing.Pipe`, frames via `send_bytes`):
 
-    parent → child   ["run", job, plan_json]            run one Plan (a JSON string)
+    parent → child   ["run", job, [plan_json, ...]]      run Plans sharing a batch key (JSON strings)
                      ["stop"]                            finish and exit
     child → parent   ["ready", null, {"pid", "device"}]  torch/diffusers imported, facade and engine built
                      ["failed", null, error]             could not start (then it exits)
-                     ["event", job, {"type": "progress", "step", "total", "elapsed", "stage"}]
-                     ["done", job, {"images": n, "timings": {...}, "filtered": [...]}] + n PNG frames
+                     ["event", job, {"member": i, "type": "progress", "step", "total", "elapsed", "stage",
+                                     "preview"?: base64 JPEG}]
+                     ["done", job, {"results": [{"images": n, "timings": {...}, "filtered": [...],
+                                                 "peak_memory": bytes|null}, ...]}]
+                                                         + the PNG frames of every result, in order
                      ["error", job, error]
 
     error = {"kind": "InvalidRequest"|"NotFound"|"ModelUnavailable"|"Cancelled"|"Other",
@@ -29,6 +32,7 @@ next `set()`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -40,7 +44,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
@@ -55,7 +58,7 @@ from brushwork.errors import (
     ModelUnavailable,
     NotFound,
 )
-from brushwork.jobs.types import EventSink, RunOutput, WorkerCrashed
+from brushwork.jobs.types import EventSink, MemberEventSink, RunOutput, WorkerCrashed
 from brushwork.plan import Plan, Result
 
 if TYPE_CHECKING:
@@ -72,9 +75,12 @@ KILL_GRACE = 3.0  # how long after SIGTERM before SIGKILL
 
 
 def progress_event(event: StepEvent) -> dict[str, Any]:
-    """A StepEvent as the JSON-safe event clients report."""
-    return {"type": "progress", "step": event.step, "total": event.total, "elapsed": event.elapsed,
-            "stage": event.stage}
+    """A StepEvent as the JSON-safe event clients report (a preview as base64 JPEG)."""
+    out: dict[str, Any] = {"type": "progress", "step": event.step, "total": event.total, "elapsed": event.elapsed,
+                           "stage": event.stage}
+    if event.preview is not None:
+        out["preview"] = base64.b64encode(event.preview).decode("ascii")
+    return out
 
 
 def png_bytes(result: Result) -> list[bytes]:
@@ -90,16 +96,25 @@ def png_bytes(result: Result) -> list[bytes]:
     return out
 
 
-def _contained(on_event: EventSink) -> Callable[[dict[str, Any]], None]:
+def _contained(on_event: MemberEventSink) -> MemberEventSink:
     """A listener that fails must not fail (or desynchronise) the job."""
 
-    def emit(event: dict[str, Any]) -> None:
+    def emit(member: int, event: dict[str, Any]) -> None:
         try:
-            on_event(event)
+            on_event(member, event)
         except Exception:
             log.exception("an event listener failed; the job goes on")
 
     return emit
+
+
+def _only_member(on_event: EventSink) -> MemberEventSink:
+    return lambda _member, event: on_event(event)
+
+
+def run_output(result: Result) -> RunOutput:
+    return RunOutput(images=png_bytes(result), timings=dict(result.timings), filtered=list(result.filtered),
+                     peak_memory=result.peak_memory)
 
 
 # -- in this process ------------------------------------------------------------------------
@@ -120,9 +135,13 @@ class InProcessClient:
         self.engine = engine if engine is not None else Engine(settings)
 
     def run(self, plan: Plan, on_event: EventSink, cancel: CancelToken) -> RunOutput:
+        return self.run_batch([plan], _only_member(on_event), cancel)[0]
+
+    def run_batch(self, plans: list[Plan], on_event: MemberEventSink, cancel: CancelToken) -> list[RunOutput]:
         emit = _contained(on_event)
-        result = self.engine.run(plan, on_progress=lambda e: emit(progress_event(e)), cancel=cancel)
-        return RunOutput(images=png_bytes(result), timings=dict(result.timings), filtered=list(result.filtered))
+        results = self.engine.run_batch(plans, on_progress=lambda i, e: emit(i, progress_event(e)), cancel=cancel,
+                                        preview_every=self.settings.server.preview_every)
+        return [run_output(result) for result in results]
 
     def ready(self) -> bool:
         return True
@@ -211,22 +230,27 @@ def _send(conn: Any, message: list[Any]) -> None:
     conn.send_bytes(json.dumps(message).encode())
 
 
-def _run_job(engine: Any, conn: Any, cancel: CancelToken, job: str, plan_json: str) -> None:
+def _run_job(engine: Any, conn: Any, cancel: CancelToken, job: str, plan_jsons: list[Any]) -> None:
     try:
-        plan = Plan.from_json(plan_json)  # strict: a Plan from another process is checked where it enters
-        engine.check(plan)
-        result = engine.run(plan, on_progress=lambda e: _send(conn, ["event", job, progress_event(e)]),
-                            cancel=cancel)
-        images = png_bytes(result)
+        # strict: a Plan from another process is checked where it enters
+        plans = [Plan.from_json(text if isinstance(text, str) else "") for text in plan_jsons]
+        for plan in plans:
+            engine.check(plan)
+        results = engine.run_batch(
+            plans, on_progress=lambda i, e: _send(conn, ["event", job, {"member": i, **progress_event(e)}]),
+            cancel=cancel, preview_every=engine.settings.server.preview_every)
+        outputs = [run_output(result) for result in results]
     except (BrokenPipeError, ConnectionResetError):
         raise  # the parent has gone: nobody to answer
     except Exception as exc:  # noqa: BLE001 — every failure goes back to the caller as an error
         _send(conn, ["error", job, error_payload(exc)])
         return
-    _send(conn, ["done", job, {"images": len(images), "timings": {k: float(v) for k, v in result.timings.items()},
-                               "filtered": [bool(f) for f in result.filtered]}])
-    for data in images:
-        conn.send_bytes(data)
+    _send(conn, ["done", job, {"results": [
+        {"images": len(out.images), "timings": {k: float(v) for k, v in out.timings.items()},
+         "filtered": [bool(f) for f in out.filtered], "peak_memory": out.peak_memory} for out in outputs]}])
+    for out in outputs:
+        for data in out.images:
+            conn.send_bytes(data)
 
 
 def _worker_main(conn: Any, cancel_flag: Any, settings_data: dict[str, Any]) -> None:
@@ -252,8 +276,8 @@ def _worker_main(conn: Any, cancel_flag: Any, settings_data: dict[str, Any]) -> 
                 return  # the parent has gone
             if not isinstance(message, list) or not message or message[0] == "stop":
                 return
-            if message[0] == "run" and len(message) == 3:
-                _run_job(engine, conn, cancel, str(message[1]), str(message[2]))
+            if message[0] == "run" and len(message) == 3 and isinstance(message[2], list):
+                _run_job(engine, conn, cancel, str(message[1]), message[2])
     except (BrokenPipeError, ConnectionResetError, EOFError):
         return
     finally:
@@ -302,12 +326,27 @@ class _Worker:
                     continue
                 images = []
                 if kind == "done":
-                    images = [self.conn.recv_bytes() for _ in range(int(payload["images"]))]
+                    count = sum(int(result["images"]) for result in payload["results"])
+                    images = [self.conn.recv_bytes() for _ in range(count)]
                 self.messages.put((kind, job, payload, images))
         except (EOFError, OSError, ValueError, TypeError, IndexError, KeyError):
             pass
         finally:
             self.messages.put(("exit", None, None, []))
+
+
+def _outputs(results: list[dict[str, Any]], images: list[bytes]) -> list[RunOutput]:
+    """The `done` header's results with their PNG frames, in order."""
+    outputs, offset = [], 0
+    for result in results:
+        count = int(result["images"])
+        peak = result.get("peak_memory")
+        outputs.append(RunOutput(images=images[offset:offset + count],
+                                 timings={k: float(v) for k, v in result["timings"].items()},
+                                 filtered=[bool(f) for f in result["filtered"]],
+                                 peak_memory=int(peak) if isinstance(peak, int) else None))
+        offset += count
+    return outputs
 
 
 def _describe_exit(code: int | None) -> str:
@@ -433,6 +472,9 @@ class WorkerClient:
     # -- running -------------------------------------------------------------------
 
     def run(self, plan: Plan, on_event: EventSink, cancel: CancelToken) -> RunOutput:
+        return self.run_batch([plan], _only_member(on_event), cancel)[0]
+
+    def run_batch(self, plans: list[Plan], on_event: MemberEventSink, cancel: CancelToken) -> list[RunOutput]:
         with self._lock:
             if self._closed:
                 raise BrushworkError("the worker client is closed")
@@ -441,7 +483,7 @@ class WorkerClient:
             job = uuid.uuid4().hex
             worker.cancel.reset()
             try:
-                worker.send(["run", job, plan.to_json()])
+                worker.send(["run", job, [plan.to_json() for plan in plans]])
             except OSError:
                 self._crashed(worker, "before the job was sent")
             try:
@@ -485,8 +527,7 @@ class WorkerClient:
             if kind == "exit":
                 self._crashed(worker, "while starting")
 
-    def _follow(self, worker: _Worker, job: str, emit: Callable[[dict[str, Any]], None],
-                cancel: CancelToken) -> RunOutput:
+    def _follow(self, worker: _Worker, job: str, emit: MemberEventSink, cancel: CancelToken) -> list[RunOutput]:
         forwarded = False
         while True:
             if not forwarded and cancel.cancelled:
@@ -505,10 +546,10 @@ class WorkerClient:
             if token != job:
                 continue  # from a job whose caller stopped waiting
             if kind == "event":
-                emit(payload)
+                member = payload.pop("member", 0)
+                emit(member if isinstance(member, int) else 0, payload)
             elif kind == "done":
-                return RunOutput(images=images, timings={k: float(v) for k, v in payload["timings"].items()},
-                                 filtered=[bool(f) for f in payload["filtered"]])
+                return _outputs(payload["results"], images)
             elif kind == "error":
                 raise error_from_payload(payload)
 

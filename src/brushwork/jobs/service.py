@@ -3,6 +3,10 @@
 Jobs live in the store (they survive a restart); one loop per engine client
 claims the next job, runs it in a thread (the event loop never waits on the
 GPU) and publishes events that any number of listeners can follow and resume.
+Dynamic batching: a claimed job waits up to `batch_wait` seconds for queued
+jobs with the same `Plan.batch_key()` (same model, adapters, size, steps,
+sampler, mode, cfg...) and runs with them as one batch of at most
+`max_batch_size` images; each job still gets its own seeds' pixels.
 A worker that crashes puts its job back in the queue until `max_attempts`.
 An identical Plan already answered is served from the result store.
 """
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,11 +52,31 @@ class ServiceStats:
     cache_hits: int = 0
     retries: int = 0
     durations: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)  # jobs per engine run
+    peak_memory: dict[int, int] = field(default_factory=dict)  # engine client index → device bytes, last run
+
+
+class _AllCancelled(CancelToken):
+    """The cancel flag of a batch: set once every job in it is cancelled (one job's cancel lets the rest go on)."""
+
+    def __init__(self, tokens: list[CancelToken]) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    def cancel(self) -> None:
+        for token in self.tokens:
+            token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return all(token.cancelled for token in self.tokens)
 
 
 class JobService:
     def __init__(self, store: JobStore, results: ResultStore, clients: list[EngineClient], *,
                  max_queued: int = 100, max_attempts: int = 3, history_seconds: float = 0.0,
+                 image_seconds: float | None = None,
+                 max_batch_size: int = 1, batch_wait: float = 0.0,
                  on_finished: Callable[[JobRecord], None] | None = None) -> None:
         self.store = store
         self.results = results
@@ -59,14 +84,22 @@ class JobService:
         self.max_queued = max_queued
         self.max_attempts = max_attempts
         self.history_seconds = history_seconds
+        self.image_seconds = image_seconds
+        self.max_batch_size = max_batch_size
+        self.batch_wait = batch_wait
         self.on_finished = on_finished
         self.stats = ServiceStats()
         self.accepting = True
         self._events: dict[str, JobEvents] = {}
         self._tokens: dict[str, CancelToken] = {}
         self._cancelled_by_user: set[str] = set()
+        self._batch_of: dict[str, list[str]] = {}  # running job → every job of its batch
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # One long-lived thread per engine client for all its runs: torch keeps per-thread state (an
+        # OpenMP pool, the current CUDA stream), and a pool hopping between threads would build more of it.
+        self._runners = [ThreadPoolExecutor(1, thread_name_prefix=f"brushwork-engine-{i}")
+                         for i in range(len(clients))]
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -94,9 +127,18 @@ class JobService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for runner in self._runners:
+            runner.shutdown(wait=False, cancel_futures=True)
 
     def ready(self) -> bool:
         return self.accepting and any(client.ready() for client in self.clients)
+
+    async def drop_images(self, older_than: float) -> int:
+        """Delete the stored images of jobs finished before `older_than` (the jobs stay, without images)."""
+        keys = await asyncio.to_thread(self.store.drop_images, older_than=older_than)
+        for key in keys:
+            await asyncio.to_thread(self.results.delete, key)
+        return len(keys)
 
     async def purge(self, older_than: float) -> int:
         """Forget jobs finished before `older_than` and delete the images no remaining job uses."""
@@ -111,6 +153,8 @@ class JobService:
         while self.accepting:
             with contextlib.suppress(BrushworkError):
                 await self.purge(time.time() - self.history_seconds)
+                if self.image_seconds is not None and self.image_seconds < self.history_seconds:
+                    await self.drop_images(time.time() - self.image_seconds)
             await asyncio.sleep(PURGE_EVERY_SECONDS)
 
     # -- submitting ------------------------------------------------------------------
@@ -123,7 +167,8 @@ class JobService:
         now = time.time()
         record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.QUEUED, plan_json=plan.to_json(),
                            style=plan.style, priority=priority, created_at=now,
-                           idempotency_key=idempotency_key, cache_key=plan.cache_key())
+                           idempotency_key=idempotency_key, cache_key=plan.cache_key(),
+                           batch_key=plan.batch_key(), image_count=plan.batch_size)
         cached = await asyncio.to_thread(lambda: all(self.results.has(key) for key in keys))
         if cached:  # same Plan answered before: no GPU work
             record.status, record.images, record.started_at, record.finished_at = JobStatus.SUCCEEDED, keys, now, now
@@ -145,9 +190,14 @@ class JobService:
         """Cancel a queued job now, or ask a running one to stop at its next step."""
         if self.store.cancel_queued(job_id):
             self._publish(job_id, {"type": "cancelled"})
-        elif job_id in self._tokens:
+        elif job_id in self._tokens and job_id not in self._cancelled_by_user:
             self._cancelled_by_user.add(job_id)
             self._tokens[job_id].cancel()
+            batch = self._batch_of.get(job_id, [job_id])
+            if any(other not in self._cancelled_by_user for other in batch):
+                # the rest of its batch goes on: this job is over now, its images will be dropped
+                self.store.finish(job_id, JobStatus.CANCELLED)
+                self._publish(job_id, {"type": "cancelled"})
         return self.store.get(job_id)
 
     # -- events ------------------------------------------------------------------------
@@ -188,62 +238,156 @@ class JobService:
                     yield _final_event(record)
                 return
             async with events.changed:
+                if index < len(events.items):
+                    continue  # published while we looked at the store: no wait, no lost wake-up
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(events.changed.wait(), timeout=IDLE_POLL_SECONDS)
 
     # -- running -----------------------------------------------------------------------
 
     async def _work(self, client: EngineClient) -> None:
+        index = self.clients.index(client)
         while self.accepting:
+            self._wake.clear()  # before looking: a job queued after the look still wakes us
             record = await asyncio.to_thread(self.store.claim_next)
             if record is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=IDLE_POLL_SECONDS)
                 continue
-            await self._run(client, record)
+            self._claimed(record, [record.id])
+            batch = [record, *await self._companions(record)]
+            failed = await self._run(client, index, batch)
+            if failed is not None:
+                # The batch failed (e.g. out of memory with its extra images): each job gets a run of its own.
+                for member in batch:
+                    if await self._still_running(member.id):
+                        await self._run(client, index, [member], note=f"alone, after its batch failed: {failed}")
 
-    async def _run(self, client: EngineClient, record: JobRecord) -> None:
-        token = CancelToken()
-        self._tokens[record.id] = token
-        self._publish(record.id, {"type": "started", "attempt": record.attempts})
-        started = time.perf_counter()
-        try:
-            plan = record.plan
-            output = await asyncio.to_thread(
-                client.run, plan, lambda event: self._publish_threadsafe(record.id, event), token)
-            keys = await asyncio.to_thread(lambda: [self.results.put(image_key(plan.single(i).cache_key()), data)
-                                                    for i, data in enumerate(output.images)])
-            await asyncio.to_thread(self.store.finish, record.id, JobStatus.SUCCEEDED, images=keys,
-                                    timings=output.timings)
-            self.stats.runs += 1
-            self.stats.durations.append(time.perf_counter() - started)
-            self._publish(record.id, {"type": "done", "images": keys, "timings": output.timings})
-        except Cancelled:
-            if record.id in self._cancelled_by_user or self.accepting:
+    async def _companions(self, first: JobRecord) -> list[JobRecord]:
+        """Queued jobs that can share `first`'s run: claimed now, and for up to `batch_wait` seconds."""
+        room = self.max_batch_size - first.image_count
+        if not first.batch_key or room <= 0:
+            return []
+        found: list[JobRecord] = []
+        members = self._batch_of[first.id]
+        deadline = time.monotonic() + self.batch_wait
+        while room > 0 and self.accepting:
+            self._wake.clear()
+            claimed = await asyncio.to_thread(self.store.claim_compatible, first.batch_key, room)
+            for record in claimed:
+                members.append(record.id)
+                self._claimed(record, members)
+            found += claimed
+            room -= sum(record.image_count for record in claimed)
+            left = deadline - time.monotonic()
+            if room <= 0 or left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=left)
+        return found
+
+    def _claimed(self, record: JobRecord, members: list[str]) -> None:
+        """A claimed job can be cancelled from now on, also while it waits for companions."""
+        self._tokens[record.id] = CancelToken()
+        self._batch_of[record.id] = members  # shared by the whole batch, growing as it gathers
+
+    async def _still_running(self, job_id: str) -> bool:
+        record = await asyncio.to_thread(self.store.get, job_id)
+        return record is not None and record.status is JobStatus.RUNNING
+
+    async def _run(self, client: EngineClient, index: int, records: list[JobRecord],
+                   note: str = "") -> str | None:
+        """Run one job, or a batch of compatible jobs, on `client`; record every job's outcome.
+
+        When a batch of several jobs fails with an error that is not a crash or
+        a cancel, its jobs stay RUNNING and the error is returned: the caller
+        runs each of them alone, so one job's failure is never another's.
+        """
+        for record in records:
+            if record.id not in self._tokens:  # a single re-run after a failed batch
+                self._claimed(record, [record.id])
+        cancelled = [record for record in records if record.id in self._cancelled_by_user]
+        for record in cancelled:  # cancelled while the batch gathered
+            if await self._still_running(record.id):
                 await asyncio.to_thread(self.store.finish, record.id, JobStatus.CANCELLED)
                 self._publish(record.id, {"type": "cancelled"})
-            else:  # stopped by a shutdown that outlasted the drain: it runs again on the next start
-                await asyncio.to_thread(self.store.requeue, record.id, "interrupted by a shutdown")
-                self._publish(record.id, {"type": "queued", "note": "interrupted by a shutdown"})
+        everyone, records = records, [record for record in records if record.id not in self._cancelled_by_user]
+        if not records:
+            await self._forget(everyone)
+            return None
+        tokens = [self._tokens[record.id] for record in records]
+        for record in records:
+            started_event: dict[str, Any] = {"type": "started", "attempt": record.attempts}
+            if len(records) > 1:
+                started_event["batch"] = len(records)
+            if note:
+                started_event["note"] = note
+            self._publish(record.id, started_event)
+        self.stats.batch_sizes.append(len(records))
+        started = time.perf_counter()
+        batch_failed: str | None = None
+
+        def emit(member: int, event: dict[str, Any]) -> None:  # from the client's thread
+            if 0 <= member < len(records) and not tokens[member].cancelled:
+                self._publish_threadsafe(records[member].id, event)
+
+        try:
+            plans = [record.plan for record in records]
+            cancel = tokens[0] if len(tokens) == 1 else _AllCancelled(tokens)
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._runners[index], client.run_batch, plans, emit, cancel)
+            for record, plan, output in zip(records, plans, outputs, strict=True):
+                if record.id in self._cancelled_by_user:
+                    continue  # finished as cancelled while the batch went on
+                keys = await asyncio.to_thread(lambda p=plan, o=output: [
+                    self.results.put(image_key(p.single(i).cache_key()), data) for i, data in enumerate(o.images)])
+                await asyncio.to_thread(self.store.finish, record.id, JobStatus.SUCCEEDED, images=keys,
+                                        timings=output.timings)
+                self.stats.runs += 1
+                self.stats.durations.append(time.perf_counter() - started)
+                if output.peak_memory is not None:
+                    self.stats.peak_memory[index] = output.peak_memory
+                self._publish(record.id, {"type": "done", "images": keys, "timings": output.timings})
+        except Cancelled:
+            for record in records:
+                if record.id in self._cancelled_by_user or self.accepting:
+                    if await self._still_running(record.id):
+                        await asyncio.to_thread(self.store.finish, record.id, JobStatus.CANCELLED)
+                        self._publish(record.id, {"type": "cancelled"})
+                else:  # stopped by a shutdown that outlasted the drain: it runs again on the next start
+                    await asyncio.to_thread(self.store.requeue, record.id, "interrupted by a shutdown")
+                    self._publish(record.id, {"type": "queued", "note": "interrupted by a shutdown"})
         except WorkerCrashed as exc:
-            if record.attempts < self.max_attempts:
-                self.stats.retries += 1
-                await asyncio.to_thread(self.store.requeue, record.id, str(exc))
-                self._publish(record.id, {"type": "queued", "note": f"retrying: {exc}"})
-                self._wake.set()
-            else:
-                await self._fail(record.id, f"{exc} (gave up after {record.attempts} attempts)")
-        except BrushworkError as exc:
-            await self._fail(record.id, str(exc))
+            for record in records:
+                if record.attempts < self.max_attempts:
+                    self.stats.retries += 1
+                    await asyncio.to_thread(self.store.requeue, record.id, str(exc))
+                    self._publish(record.id, {"type": "queued", "note": f"retrying: {exc}"})
+                    self._wake.set()
+                else:
+                    await self._fail(record.id, f"{exc} (gave up after {record.attempts} attempts)")
         except Exception as exc:  # a bug must fail the job, never the loop
-            await self._fail(record.id, f"{type(exc).__name__}: {exc}")
+            if len(records) > 1:
+                batch_failed = f"{type(exc).__name__}: {exc}"
+            else:
+                await self._fail(records[0].id, str(exc) if isinstance(exc, BrushworkError)
+                                 else f"{type(exc).__name__}: {exc}")
         finally:
+            for record in everyone:
+                self._tokens.pop(record.id, None)
+                self._batch_of.pop(record.id, None)
+        await self._forget(everyone)
+        return batch_failed
+
+    async def _forget(self, records: list[JobRecord]) -> None:
+        """A run is over: drop its jobs' cancel state and report the finished ones."""
+        for record in records:
             self._tokens.pop(record.id, None)
+            self._batch_of.pop(record.id, None)
             self._cancelled_by_user.discard(record.id)
-        finished = await asyncio.to_thread(self.store.get, record.id)
-        if finished is not None and finished.status.finished and self.on_finished is not None:
-            self.on_finished(finished)
+            finished = await asyncio.to_thread(self.store.get, record.id)
+            if finished is not None and finished.status.finished and self.on_finished is not None:
+                self.on_finished(finished)
 
     async def _fail(self, job_id: str, reason: str) -> None:
         await asyncio.to_thread(self.store.finish, job_id, JobStatus.FAILED, error=reason)

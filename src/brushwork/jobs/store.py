@@ -33,7 +33,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from brushwork.errors import BrushworkError
 from brushwork.jobs.types import JobRecord, JobStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # version -> statements that bring the schema from version-1 to version (run in one transaction).
 # PRAGMA cannot take parameters, hence the literal version numbers.
@@ -63,10 +63,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
         "PRAGMA user_version = 1",
     ),
+    2: (  # dynamic batching: which queued jobs may run together, and how many images each makes
+        "ALTER TABLE jobs ADD COLUMN batch_key TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN image_count INTEGER NOT NULL DEFAULT 1",
+        "CREATE INDEX jobs_batch ON jobs (status, batch_key)",
+        "PRAGMA user_version = 2",
+    ),
 }
 
 _COLUMNS = ("id", "status", "plan_json", "style", "priority", "attempts", "created_at", "started_at",
-            "finished_at", "error", "images", "timings", "idempotency_key", "cache_key")
+            "finished_at", "error", "images", "timings", "idempotency_key", "cache_key", "batch_key", "image_count")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"  # column names only, never values
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _QUEUE_ORDER = "priority DESC, created_at ASC, rowid ASC"
@@ -98,6 +104,11 @@ class JobStore(Protocol):
         started_at = now. No two callers ever get the same job."""
         ...
 
+    def claim_compatible(self, batch_key: str, max_images: int) -> builtins.list[JobRecord]:
+        """Atomically take queued jobs with this (non-empty) batch key, in queue order, while their
+        images add up to at most `max_images`; each as `claim_next` would. [] when none fits."""
+        ...
+
     def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
                images: builtins.list[str] | None = None, timings: dict[str, float] | None = None) -> None:
         """Record the outcome (a finished status); `error` replaces any earlier note, `images` /
@@ -125,6 +136,11 @@ class JobStore(Protocol):
 
     def find_succeeded(self, cache_key: str) -> JobRecord | None:
         """The newest succeeded job with this Plan cache key (content-addressed reuse)."""
+        ...
+
+    def drop_images(self, *, older_than: float) -> builtins.list[str]:
+        """Forget the images of jobs finished before `older_than` (the jobs stay); return the keys
+        that no job refers to any more, for storage cleanup."""
         ...
 
     def purge(self, *, older_than: float) -> builtins.list[str]:
@@ -262,6 +278,24 @@ class SqliteJobStore(JobStore):
                          "WHERE id = ?", (RUNNING, time.time(), row[0]))
             return self._row(conn, row[0])
 
+    def claim_compatible(self, batch_key: str, max_images: int) -> builtins.list[JobRecord]:
+        if not batch_key or max_images <= 0:
+            return []
+        with self._use(write=True) as conn:
+            rows = conn.execute(f"SELECT id, image_count FROM jobs WHERE status = ? AND batch_key = ? "
+                                f"ORDER BY {_QUEUE_ORDER}", (QUEUED, batch_key)).fetchall()
+            chosen, room = [], max_images
+            for job_id, count in rows:
+                if count <= room:
+                    chosen.append(job_id)
+                    room -= count
+                if room == 0:
+                    break
+            now = time.time()
+            conn.executemany("UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, "
+                             "finished_at = NULL WHERE id = ?", [(RUNNING, now, job_id) for job_id in chosen])
+            return [record for job_id in chosen if (record := self._row(conn, job_id)) is not None]
+
     def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
                images: builtins.list[str] | None = None, timings: dict[str, float] | None = None) -> None:
         status = JobStatus(status)
@@ -317,6 +351,16 @@ class SqliteJobStore(JobStore):
                                "ORDER BY finished_at DESC, rowid DESC LIMIT 1", (cache_key, SUCCEEDED)).fetchone()
             return None if row is None else _record(row)
 
+    def drop_images(self, *, older_than: float) -> builtins.list[str]:
+        marks = ", ".join("?" for _ in _FINISHED)
+        with self._use(write=True) as conn:
+            rows = conn.execute(f"SELECT id, images FROM jobs WHERE status IN ({marks}) AND finished_at < ? "
+                                "AND images != '[]'", (*_FINISHED, older_than)).fetchall()
+            if not rows:
+                return []
+            conn.executemany("UPDATE jobs SET images = '[]' WHERE id = ?", [(row[0],) for row in rows])
+            return _unreferenced(conn, rows)
+
     def purge(self, *, older_than: float) -> builtins.list[str]:
         marks = ", ".join("?" for _ in _FINISHED)
         with self._use(write=True) as conn:
@@ -325,11 +369,7 @@ class SqliteJobStore(JobStore):
             if not doomed:
                 return []
             conn.executemany("DELETE FROM jobs WHERE id = ?", [(row[0],) for row in doomed])
-            keys = dict.fromkeys(key for row in doomed for key in json.loads(row[1]))  # ordered, unique
-            # content-addressed keys: an identical Plan answered later points at the same images
-            still_used = {key for (images,) in conn.execute("SELECT images FROM jobs WHERE images != '[]'")
-                          for key in json.loads(images)}
-            return [key for key in keys if key not in still_used]
+            return _unreferenced(conn, doomed)
 
     def close(self) -> None:
         with self._lock:
@@ -351,16 +391,26 @@ def _values(record: JobRecord) -> tuple[Any, ...]:
     return (record.id, JobStatus(record.status).value, record.plan_json, record.style, int(record.priority),
             int(record.attempts), float(record.created_at), record.started_at, record.finished_at, record.error,
             json.dumps(builtins.list(record.images)), json.dumps(dict(record.timings)), record.idempotency_key,
-            record.cache_key)
+            record.cache_key, record.batch_key, int(record.image_count))
 
 
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
     (job_id, status, plan_json, style, priority, attempts, created_at, started_at, finished_at, error,
-     images, timings, idempotency_key, cache_key) = row
+     images, timings, idempotency_key, cache_key, batch_key, image_count) = row
     return JobRecord(id=job_id, status=JobStatus(status), plan_json=plan_json, style=style, priority=priority,
                      attempts=attempts, created_at=created_at, started_at=started_at, finished_at=finished_at,
                      error=error, images=json.loads(images), timings=json.loads(timings),
-                     idempotency_key=idempotency_key, cache_key=cache_key)
+                     idempotency_key=idempotency_key, cache_key=cache_key, batch_key=batch_key,
+                     image_count=image_count)
+
+
+def _unreferenced(conn: sqlite3.Connection, rows: builtins.list[Any]) -> builtins.list[str]:
+    """The image keys of `rows` (id, images JSON) that no job in the table refers to any more."""
+    keys = dict.fromkeys(key for row in rows for key in json.loads(row[1]))  # ordered, unique
+    # content-addressed keys: an identical Plan answered later points at the same images
+    still_used = {key for (images,) in conn.execute("SELECT images FROM jobs WHERE images != '[]'")
+                  for key in json.loads(images)}
+    return [key for key in keys if key not in still_used]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

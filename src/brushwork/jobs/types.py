@@ -46,6 +46,8 @@ class JobRecord:
     timings: dict[str, float] = field(default_factory=dict)
     idempotency_key: str | None = None
     cache_key: str = ""
+    batch_key: str = ""  # Plan.batch_key(): equal keys may run as one batch; "" = always alone
+    image_count: int = 1
 
     @property
     def plan(self) -> Plan:
@@ -59,6 +61,7 @@ class RunOutput:
     images: list[bytes]
     timings: dict[str, float] = field(default_factory=dict)
     filtered: list[bool] = field(default_factory=list)
+    peak_memory: int | None = None  # device bytes at most during the run (CUDA only)
 
 
 # A JSON-safe progress event: {"type": "progress", "step": 3, "total": 20, "elapsed": 1.2, "stage": "generate"}
@@ -69,11 +72,16 @@ class WorkerCrashed(Exception):
     """The process running the engine died mid-job (segfault, OOM kill, kill -9): the job may be retried."""
 
 
+# (index of the Plan in the batch, its JSON-safe event)
+MemberEventSink = Callable[[int, dict[str, Any]], None]
+
+
 class EngineClient(Protocol):
     """Run Plans somewhere: in this process, in a worker process, on a cluster."""
 
-    def run(self, plan: Plan, on_event: EventSink, cancel: CancelToken) -> RunOutput:
-        """Blocking: run a checked Plan, reporting events; raises `Cancelled`, `WorkerCrashed` or a BrushworkError."""
+    def run_batch(self, plans: list[Plan], on_event: MemberEventSink, cancel: CancelToken) -> list[RunOutput]:
+        """Blocking: run checked Plans that share a `batch_key()` (or one Plan) together, reporting each
+        Plan's events; one output per Plan. Raises `Cancelled`, `WorkerCrashed` or a BrushworkError."""
         ...
 
     def ready(self) -> bool:

@@ -6,10 +6,14 @@
   when asked for.
 * MPS → float16.
 An explicit `dtype` setting always wins over "auto".
+
+The server lays out its worker processes with `worker_devices` / `worker_layout`,
+which count GPUs without creating a CUDA context in the server process.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,3 +69,45 @@ def torch_dtype(name: str) -> Any:
     import torch
 
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+_NO_GPUS = ("", "-1")  # CUDA_VISIBLE_DEVICES values that hide every GPU
+
+
+def cuda_device_count(*, torch_module: Any = None) -> int:
+    """GPUs this process may use, counted without creating a CUDA context.
+
+    `torch.cuda.device_count()` asks NVML (honouring CUDA_VISIBLE_DEVICES) and only falls back to
+    `cudaGetDeviceCount`, which loads the driver but makes no context; neither initialises torch's
+    CUDA state. Workers are spawned, not forked, so the fallback's fork hazard does not apply.
+    A CUDA_VISIBLE_DEVICES that hides every GPU answers 0 without importing torch.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in _NO_GPUS:
+        return 0
+    if torch_module is None:
+        import torch as torch_module
+    try:
+        return max(0, int(torch_module.cuda.device_count()))
+    except (RuntimeError, OSError):  # a broken driver install: no usable GPU, the workers say why
+        return 0
+
+
+def worker_devices(device: str = "auto", *, torch_module: Any = None) -> list[str]:
+    """Devices to run one engine worker on each: every GPU for "auto"/"cuda", else the device as set.
+
+    A pinned device ("cuda:1", "cpu", "mps") is one worker there. Without GPUs "auto" stays "auto"
+    so the worker still picks MPS or CPU itself; "cuda" stays "cuda" and its worker reports the error.
+    """
+    if device not in ("auto", "cuda"):
+        return [device]
+    count = cuda_device_count(torch_module=torch_module)
+    return [f"cuda:{index}" for index in range(count)] or [device]
+
+
+def worker_layout(device: str = "auto", workers: int = 0, *, torch_module: Any = None) -> list[str]:
+    """The device of each worker: `workers` 0 = one per device; N = N workers round-robin over them.
+
+    Several workers on one GPU share (split) its memory: each loads its own copy of the models.
+    """
+    devices = worker_devices(device, torch_module=torch_module)
+    return [devices[index % len(devices)] for index in range(workers or len(devices))]

@@ -17,13 +17,20 @@ from brushwork.plan import Plan
 
 class FakeClient:
     """An `EngineClient` that runs nothing: a tiny PNG per seed. It can hold a job until released,
-    crash once (as a killed worker), and honours cancel while holding; `runs` counts calls."""
+    crash once (as a killed worker), and honours cancel while holding; `runs` counts passes."""
 
     def __init__(self, hold: threading.Event | None = None, crash_first: bool = False) -> None:
         self.hold = hold
         self.crash_first = crash_first
         self.runs = 0
         self.restarts = 0
+        self.batches: list[int] = []  # Plans per run_batch call
+
+    def run_batch(self, plans: list[Plan], on_event: Any, cancel: CancelToken) -> list[RunOutput]:
+        """Like the engine: one pass for every Plan of the batch (recorded in `batches`)."""
+        self.batches.append(len(plans))
+        out = self.run(plans[0], lambda event: [on_event(i, event) for i in range(len(plans))], cancel)
+        return [RunOutput(images=out.images[:1] * plan.batch_size, timings=dict(out.timings)) for plan in plans]
 
     def run(self, plan: Plan, on_event: Any, cancel: CancelToken) -> RunOutput:
         self.runs += 1

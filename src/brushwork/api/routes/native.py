@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
 from brushwork.api.inputs import read_body, refuse_model_paths, request_from_body
+from brushwork.api.redact import redact, redact_optional
 from brushwork.contract.samplers import sampler_names
 from brushwork.jobs.service import JobService
 from brushwork.jobs.types import JobRecord, JobStatus
@@ -69,7 +70,8 @@ def view(record: JobRecord, request: Request, service: JobService) -> JobView:
         id=record.id, status=record.status, priority=record.priority, attempts=record.attempts,
         queue_position=service.store.queue_position(record.id) if record.status is JobStatus.QUEUED else None,
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
-        error=record.error, images=[str(request.url_for("image", key=key)) for key in record.images],
+        error=redact_optional(record.error, request.app.state.settings),  # no server paths in answers
+        images=[str(request.url_for("image", key=key)) for key in record.images],
         seeds=list(plan.seeds), timings=record.timings, plan=plan,
     )
 
@@ -103,10 +105,12 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
         record = await service.submit(await plan_of(request), priority=priority, idempotency_key=idempotency_key)
         return view(record, request, service)
 
-    @routes.post("/generate", response_model=GenerateResult, openapi_extra=BODY_DOC, dependencies=creates)
+    @routes.post("/generate", response_model=GenerateResult, openapi_extra=BODY_DOC, dependencies=creates,
+                 responses={202: {"description": "not done within the timeout: `{detail, job}`; the job goes on "
+                                                 "(follow it at the Location)"}})
     async def generate(request: Request,
                        response_format: Annotated[str, Query(pattern="^(b64_json|url)$")] = "b64_json",
-                       timeout: Annotated[float | None, Query(gt=0, le=3600)] = None) -> GenerateResult:
+                       timeout: Annotated[float | None, Query(gt=0, le=3600)] = None) -> GenerateResult | JSONResponse:
         """Queue a generation and wait for it (up to the timeout); images inline as base64 or as URLs."""
         service = service_of(request)
         record = await service.submit(await plan_of(request))
@@ -115,14 +119,17 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
             async with asyncio.timeout(limit):
                 async for _ in service.events(record.id):
                     pass
-        except TimeoutError:
-            raise HTTPException(status_code=504, detail=f"job {record.id} is not done after {limit:g}s; "
-                                                        f"follow it at /v1/jobs/{record.id}") from None
+        except TimeoutError:  # not an error: the job goes on; 202 + where to follow it
+            still = service.store.get(record.id) or record
+            return JSONResponse(status_code=202, headers={"Location": f"/v1/jobs/{record.id}"}, content={
+                "detail": f"job {record.id} is not done after {limit:g}s; follow it at /v1/jobs/{record.id}",
+                "job": view(still, request, service).model_dump(mode="json")})
         done = service.store.get(record.id)
         assert done is not None
         if done.status is not JobStatus.SUCCEEDED:
             raise HTTPException(status_code=409 if done.status is JobStatus.CANCELLED else 500,
-                                detail=f"job {done.id} {done.status.value}: {done.error or ''}".strip())
+                                detail=f"job {done.id} {done.status.value}: "
+                                       f"{redact_optional(done.error, request.app.state.settings) or ''}".strip())
         if response_format == "url":
             images = [str(request.url_for("image", key=key)) for key in done.images]
         else:
@@ -162,9 +169,13 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
         service = service_of(request)
         job_or_404(service, job_id)
         after = int(last_event_id) if last_event_id and re.fullmatch(r"[0-9]{1,12}", last_event_id) else 0
+        settings = request.app.state.settings
 
         async def stream() -> AsyncIterator[bytes]:
             async for event in service.events(job_id, after=after):
+                # engine texts may name server paths: redacted here, kept whole in the store and logs
+                event = {**event, **{key: redact(event[key], settings) for key in ("error", "note")
+                                     if isinstance(event.get(key), str)}}
                 yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
         return StreamingResponse(stream(), media_type="text/event-stream",

@@ -62,11 +62,13 @@ class RunContext:
     open_image: Callable[[AssetRef], Any]  # RGB PIL image from the asset store
     open_mask: Callable[[AssetRef], Any]  # "L" PIL image from the asset store
     upscale_image: Callable[[Any, str, float, str | None], Any]  # (image, upscaler, scale, sha256) → image
+    images_per_prompt: int = 1  # the Plan's batch size for one prompt; 1 when each image has its own prompt
     extra: dict[str, Any] = field(default_factory=dict)
 
     def diffusers_callback(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         """diffusers' `callback_on_step_end`: progress, and `Cancelled` raised between steps."""
-        self.tracker.timestep_done(step, len(pipe.scheduler.timesteps), pipe.scheduler.order)
+        self.tracker.timestep_done(step, len(pipe.scheduler.timesteps), pipe.scheduler.order,
+                                   callback_kwargs.get("latents"))
         return callback_kwargs
 
     def call(self, role: Role, *, stage: str = "generate", steps: int | None = None,
@@ -85,7 +87,7 @@ class RunContext:
             **kwargs,
             num_inference_steps=steps or self.plan.steps,
             guidance_scale=self.plan.cfg,
-            num_images_per_prompt=self.plan.batch_size,
+            num_images_per_prompt=self.images_per_prompt,
             generator=self.generators,
             callback_on_step_end=self.diffusers_callback,
         )
