@@ -50,7 +50,7 @@ def test_compatible_queued_jobs_run_as_one_batch_and_others_alone(serve):
     assert fake.batches == [1, 3, 1, 1]
     started = [e for e in events(http, same[1]["id"]) if e["type"] == "started"]
     assert started[0]["batch"] == 3
-    assert all(len(job["images"]) == job["plan"]["seeds"].__len__() for job in finished)
+    assert all(len(job["images"]) == len(job["plan"]["seeds"]) for job in finished)
 
 
 def test_batch_wait_gathers_jobs_that_arrive_just_after(serve):
