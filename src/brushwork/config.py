@@ -84,6 +84,7 @@ class Limits(BaseModel):
                                   description="input images larger than this are refused (decompression bombs)")
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="largest input image file")
     max_upscale: float = Field(default=4.0, ge=1.0, description="largest total upscale factor")
+    max_loras: int = Field(default=8, ge=0, description="LoRAs one generation may apply")
 
     @model_validator(mode="after")
     def _consistent(self) -> Limits:
@@ -188,6 +189,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     allow_pickle: bool = Field(default=False, description="permit .ckpt files (loaded weights_only)")
     pipeline_cache_size: int = Field(default=2, ge=1, description="pipelines kept warm in memory")
+    lora_cache_mb: int = Field(default=1024, ge=0, description="LoRA weights kept loaded per warm pipeline "
+                                                              "(least recently used evicted first; 0: none kept)")
     upscale_tile: int = Field(default=256, ge=32, description="upscaler tile size in pixels (bounds memory)")
     upscale_tile_overlap: int = Field(default=16, ge=0, description="pixels tiles overlap, blended at seams")
     safety_filter: str | None = Field(default=None, description="'module:callable' or a brushwork.safety entry point")

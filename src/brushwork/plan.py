@@ -27,9 +27,11 @@ from brushwork.contract.params import (
     ControlUnit,
     Hires,
     Init,
+    LoraWeight,
     Mask,
     Outpaint,
     Post,
+    Refine,
     Sampling,
     Size,
     UpscaleStep,
@@ -45,6 +47,9 @@ SEED_MAX = 2**32 - 1
 PLAN_SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
+# How a Plan's prompt text is read: "plain" = as is (every Plan made before prompt weighting existed),
+# "a1111" = AUTOMATIC1111's emphasis syntax: (word), (word:1.3), [word], \( and BREAK.
+PromptSyntax = Literal["plain", "a1111"]
 # Style and type names become part of output file names: keep them short and path-free.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _LIST_FIELDS: dict[str, tuple[str, type[BaseModel]]] = {
@@ -54,8 +59,9 @@ _LIST_FIELDS: dict[str, tuple[str, type[BaseModel]]] = {
 SafeName = Annotated[str, Field(pattern=NAME_PATTERN, description="letters, digits, '-' or '_'; at most 64")]
 
 __all__ = [
-    "AdapterRef", "AssetRef", "ControlUnit", "GenerationRequest", "Hires", "Init", "Mask", "Mode", "ModelRef",
-    "Outpaint", "Plan", "Post", "Result", "SEED_MAX", "Sampling", "Size", "invalid_from_validation",
+    "AdapterRef", "AssetRef", "ControlUnit", "GenerationRequest", "Hires", "Init", "LoraWeight", "Mask", "Mode",
+    "ModelRef", "Outpaint", "Plan", "Post", "PromptSyntax", "Refine", "Result", "SEED_MAX", "Sampling", "Size",
+    "invalid_from_validation",
 ]
 
 
@@ -127,8 +133,11 @@ class GenerationRequest(BaseModel):
     mask: Mask = Mask()
     outpaint: Outpaint = Outpaint()
     hires: Hires = Hires()
+    refine: Refine = Refine()
     post: Post = Post()
     controls: tuple[ControlUnit, ...] | None = Field(default=None, description="replaces the style's when given")
+    loras: tuple[LoraWeight, ...] | None = Field(
+        default=None, description="added to the style's LoRAs (a name given by both: the request's weight wins)")
 
     _fold = model_validator(mode="before")(fold_flat)
 
@@ -190,9 +199,14 @@ class Plan(BaseModel):
     outpaint: Outpaint | None = None
     controls: tuple[ControlUnit, ...] = ()
     hires: Hires | None = None
+    refine: Refine | None = None
     post: Post | None = None
     loras: tuple[AdapterRef, ...] = ()
     vae: AdapterRef | None = None
+    embeddings: tuple[AdapterRef, ...] = Field(
+        default=(), description="textual-inversion embeddings the prompts name, pinned to their files")
+    prompt_syntax: PromptSyntax = Field(
+        default="plain", description="how the prompt text is read; absent in Plans older than weighting")
     warnings: tuple[str, ...] = Field(default=(), description="what resolution had to change or drop")
 
     # -- typed views of the always-present fields (a validated Plan has them all) --
@@ -322,3 +336,4 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     filtered: list[bool] = field(default_factory=list)
     peak_memory: int | None = None  # bytes allocated on the device at most during the run (CUDA only)
+    notes: list[str] = field(default_factory=list)  # what the engine had to do differently (e.g. an fp32 VAE retry)

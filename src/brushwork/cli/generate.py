@@ -93,6 +93,17 @@ def parse_upscale(text: str) -> dict[str, Any]:
     return {"upscaler": parts[0], "scale": _float("upscale", parts[1])} if len(parts) == 2 else {"upscaler": parts[0]}
 
 
+def parse_lora(text: str) -> dict[str, Any]:
+    """'detail:0.6' → a LoRA and its weight; 'detail' alone is weight 1 (A1111's `<lora:detail>`)."""
+    name, sep, weight = text.rpartition(":")
+    if not sep:
+        name, weight = text, ""
+    name = name.strip()
+    if not name or (sep and not weight.strip()):
+        raise InvalidRequest("lora", f"expected NAME or NAME:WEIGHT such as detail:0.6, got {text!r}")
+    return {"name": name, "weight": _float("lora", weight)} if sep else {"name": name}
+
+
 def parse_thresholds(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -160,6 +171,9 @@ def generate(
     hires_upscaler: Annotated[Optional[str], typer.Option(help="Latent (default), Lanczos, or an upscaler model name.", rich_help_panel="Hires fix and upscaling")] = None,
     upscale: Annotated[Optional[list[str]], typer.Option("--upscale", metavar="NAME[:SCALE]", help="After generating: an upscaler from models/upscalers/ (or Lanczos), SCALE default 2, repeatable, applied in order; the whole chain at most {max_upscale}× (limits.max_upscale).", rich_help_panel="Hires fix and upscaling")] = None,
     resize_to: Annotated[Optional[str], typer.Option(help="Finally resize to exactly WIDTHxHEIGHT (Lanczos), at most limits.max_size × limits.max_upscale a side.", rich_help_panel="Hires fix and upscaling")] = None,
+    lora: Annotated[Optional[list[str]], typer.Option("--lora", "-l", metavar="NAME[:WEIGHT]", help="A LoRA from models/loras/, repeatable; WEIGHT -5 to 5 (default 1). Same as <lora:NAME:WEIGHT> in the prompt.", rich_help_panel="LoRAs and refiner")] = None,
+    refiner: Annotated[Optional[str], typer.Option("--refiner", help="SDXL: a refiner checkpoint that finishes the last steps (see `brushwork models`).", rich_help_panel="LoRAs and refiner")] = None,
+    refiner_switch: Annotated[Optional[float], typer.Option("--refiner-switch", help="Share of the steps the base model runs before the refiner takes over, above 0 and at most 1 (default 0.8).", rich_help_panel="LoRAs and refiner")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="<path>", help="Folder for the PNGs (default: outputs/ or BRUSHWORK_OUTPUT_DIR).")] = None,
 ) -> None:
     """Generate images from a prompt (txt2img, img2img, inpaint, outpaint, ControlNet, hires) and save PNGs with metadata."""
@@ -172,7 +186,10 @@ def generate(
         "mask_image": mask, "mask_blur": mask_blur, "invert_mask": True if invert_mask else None,
         "masked_content": masked_content, "inpaint_area": inpaint_area, "inpaint_padding": inpaint_padding,
         "hr_scale": hires, "hr_steps": hires_steps, "hr_denoise": hires_denoise, "hr_upscaler": hires_upscaler,
+        "refiner": refiner, "refiner_switch": refiner_switch,
     }
+    if lora:
+        fields["loras"] = [parse_lora(text) for text in lora]
     if outpaint is not None:
         fields.update(parse_outpaint(outpaint))
     if control:

@@ -24,6 +24,7 @@ from brushwork.contract.assets import AssetRef
 
 CFG_MAX = 30.0
 CLIP_SKIP_MAX = 12
+LORA_WEIGHT_MAX = 5.0  # |weight| of one LoRA; negative weights subtract its effect
 
 ResizeMode = Literal["just_resize", "crop_and_resize", "resize_and_fill"]
 MaskedContent = Literal["original", "fill", "latent_noise", "latent_nothing"]
@@ -113,6 +114,30 @@ class Hires(Group):
     hr_upscaler_sha256: str | None = Field(default=None, description="pinned by resolve for model upscalers")
 
 
+class Refine(Group):
+    """SDXL base → refiner hand-off in latent space (A1111's "Refiner" / "Refiner switch at").
+
+    The base denoises the first `refiner_switch` of the schedule (diffusers
+    `denoising_end`), the refiner model finishes it (`denoising_start`).
+    """
+
+    required_input = ("refiner",)
+
+    refiner: str | None = Field(default=None, description="catalog name of an SDXL refiner checkpoint")
+    refiner_switch: float | None = Field(default=None, gt=0, le=1,
+                                         description="fraction of the steps the base runs; 1.0 = base alone")
+    refiner_sha256: str | None = Field(default=None, description="pinned by resolve")
+
+
+class LoraWeight(BaseModel):
+    """A LoRA by catalog name with the weight it is applied at (A1111 `<lora:name:weight>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=128)
+    weight: float = Field(default=1.0, ge=-LORA_WEIGHT_MAX, le=LORA_WEIGHT_MAX)
+
+
 class ControlUnit(BaseModel):
     """One ControlNet: a model, a conditioning image and how strongly/when it steers."""
 
@@ -163,6 +188,7 @@ GROUPS: dict[str, type[Group]] = {
     "mask": Mask,
     "outpaint": Outpaint,
     "hires": Hires,
+    "refine": Refine,
     "post": Post,
 }
 FLAT_FIELDS: dict[str, str] = {

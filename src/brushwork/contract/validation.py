@@ -29,9 +29,9 @@ INPAINT_MODES = ("inpaint", "outpaint")  # what a dedicated inpainting model can
 # Which optional groups each mode needs (True) or forbids (False).
 MODE_GROUPS: dict[str, dict[str, bool]] = {
     "txt2img": {"init": False, "mask": False, "outpaint": False},
-    "img2img": {"init": True, "mask": False, "outpaint": False},
-    "inpaint": {"init": True, "mask": True, "outpaint": False},
-    "outpaint": {"init": True, "mask": False, "outpaint": True},
+    "img2img": {"init": True, "mask": False, "outpaint": False, "refine": False},
+    "inpaint": {"init": True, "mask": True, "outpaint": False, "refine": False},
+    "outpaint": {"init": True, "mask": False, "outpaint": True, "refine": False},
 }
 
 
@@ -109,6 +109,9 @@ def validate_plan(plan: Plan, limits: Limits) -> None:
         raise InvalidRequest("outpaint", "extend at least one side by a positive number of pixels")
     _check_controls(plan)
     _check_hires(plan, limits)
+    _check_refine(plan)
+    if len(plan.loras) > limits.max_loras:
+        raise InvalidRequest("lora", f"{len(plan.loras)} LoRAs; the limit is {limits.max_loras}")
     _check_post(plan, limits)
 
 
@@ -145,6 +148,17 @@ def _check_hires(plan: Plan, limits: Limits) -> None:
     check_range("hr_steps", hires.hr_steps or 0, 0, limits.max_steps)
     if hires.hr_upscaler not in (LATENT_UPSCALER, LANCZOS) and hires.hr_upscaler_sha256 is None:
         raise InvalidRequest("hr_upscaler", f"{hires.hr_upscaler!r} is not pinned to a file hash")
+
+
+def _check_refine(plan: Plan) -> None:
+    refine = plan.refine
+    if refine is None:
+        return
+    if plan.model.family != "sdxl":
+        raise InvalidRequest("refiner", f"a refiner hands over from an SDXL base model; {plan.model.name!r} "
+                                        f"is {plan.model.family}")
+    if refine.refiner_sha256 is None:
+        raise InvalidRequest("refiner", f"{refine.refiner!r} is not pinned to a file hash")
 
 
 def _check_post(plan: Plan, limits: Limits) -> None:

@@ -194,8 +194,8 @@ class Engine:
                     torch.inference_mode():
                 for members, kwargs in prompt_groups(base, plans):
                     group_started = time.perf_counter()
-                    images = self._generate([plans[i] for i in members], members, kwargs, loaded_pipeline,
-                                            on_progress, cancel, preview_every)
+                    images, notes = self._generate([plans[i] for i in members], members, kwargs,
+                                                   loaded_pipeline, on_progress, cancel, preview_every)
                     generated = time.perf_counter()
                     offset = 0
                     for index in members:
@@ -206,7 +206,7 @@ class Engine:
                         own, filtered = self._finish(own, plan)
                         done = time.perf_counter()
                         results[index] = Result(
-                            images=own, plan=plan, filtered=filtered,
+                            images=own, plan=plan, filtered=filtered, notes=list(notes),
                             timings={"load": loaded - started, "generate": generated - group_started,
                                      "post": done - post_started, "total": done - started},
                         )
@@ -220,8 +220,9 @@ class Engine:
 
     def _generate(self, plans: list[Plan], members: list[int], kwargs: dict[str, Any],
                   loaded_pipeline: LoadedPipeline, on_progress: MemberProgress | None,
-                  cancel: CancelToken | None, preview_every: int = 0) -> list[Any]:
-        """One runner call for Plans that share everything but prompts and seeds: their images in order."""
+                  cancel: CancelToken | None, preview_every: int = 0) -> tuple[list[Any], list[str]]:
+        """One runner call for Plans that share everything but prompts and seeds: their images in order,
+        and the runner's notes."""
         import torch
 
         plan = plans[0]
@@ -260,4 +261,5 @@ class Engine:
             upscale_image=self.upscale_image,
         )
         tracker.begin()
-        return list(runner_for(plan.mode)(plan, ctx))
+        images = list(runner_for(plan.mode)(plan, ctx))
+        return images, ctx.notes

@@ -12,6 +12,7 @@ from brushwork.contract.params import (
     Mask,
     Outpaint,
     Post,
+    Refine,
     Sampling,
     Size,
 )
@@ -29,6 +30,7 @@ class FamilyDefaults:
                       inpaint_padding=32)
     outpaint: Outpaint = Outpaint(outpaint_left=0, outpaint_right=0, outpaint_up=0, outpaint_down=0)
     hires: Hires = Hires(hr_upscaler=LATENT_UPSCALER, hr_steps=0, hr_denoise=0.7)
+    refine: Refine = Refine(refiner_switch=0.8)
     post: Post = Post()
 
 

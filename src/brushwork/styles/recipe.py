@@ -17,22 +17,18 @@ from brushwork.contract.params import (
     ControlUnit,
     Hires,
     Init,
+    LoraWeight,
     Mask,
     Outpaint,
     Post,
+    Refine,
     Sampling,
     Size,
     fold_flat,
 )
 
 
-class LoraRef(BaseModel):
-    """A LoRA by catalog name with the weight it is applied at."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    weight: float = Field(default=1.0, ge=-5.0, le=5.0)
+LoraRef = LoraWeight  # the name styles have always used
 
 
 class Recipe(BaseModel):
@@ -50,6 +46,7 @@ class Recipe(BaseModel):
     mask: Mask = Mask()
     outpaint: Outpaint = Outpaint()
     hires: Hires = Hires()
+    refine: Refine = Refine()
     post: Post = Post()
     controls: tuple[ControlUnit, ...] = Field(
         default=(), description="ControlNets; a unit without an image uses the request's init image"

@@ -64,6 +64,7 @@ class RunContext:
     upscale_image: Callable[[Any, str, float, str | None], Any]  # (image, upscaler, scale, sha256) → image
     images_per_prompt: int = 1  # the Plan's batch size for one prompt; 1 when each image has its own prompt
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what had to be done differently; ends up in Result.notes
 
     def diffusers_callback(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         """diffusers' `callback_on_step_end`: progress, and `Cancelled` raised between steps."""
