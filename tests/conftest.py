@@ -75,7 +75,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     save_controlnet_single_file(tiny_controlnet(sd15, seed=1), controlnets / "tinydepth.safetensors")
     controlnet_sdxl = save_controlnet(tiny_controlnet(sdxl, seed=0), controlnets / "tinycanny-xl")
     # after the ControlNets: exporting a LoRA leaves PEFT wrappers in the UNet they are built from
-    lora = save_tiny_lora(sd15, root / "models" / "loras" / "tinylora.safetensors")
+    loras = root / "models" / "loras"
+    lora = save_tiny_lora(sd15, loras / "tinylora.safetensors")
+    save_tiny_lora(sd15, loras / "tinylora-b.safetensors", seed=3)
+    # one adapter (UNet + text encoders) in both file layouts users meet
+    save_tiny_lora(sd15, loras / "tinylora-te.safetensors", seed=2, text_encoder=True)
+    save_tiny_lora(sd15, loras / "tinylora-te-kohya.safetensors", seed=2, text_encoder=True, layout="kohya")
+    save_tiny_lora(sdxl, loras / "tinylora-xl.safetensors", seed=4, text_encoder=True)
+    save_tiny_lora(sdxl, loras / "tinylora-xl-kohya.safetensors", seed=4, text_encoder=True, layout="kohya")
     save_tiny_vae(root / "models" / "vae" / "tinyvae")
     upscaler = save_tiny_esrgan(root / "models" / "upscalers" / "tiny2x.safetensors", scale=2)
     return TinyModels(root / "home", root / "models", sd15_folder, sd15_single, sdxl_folder, sdxl_single, lora,

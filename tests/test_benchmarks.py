@@ -30,3 +30,16 @@ def test_throughput_benchmark_batches_concurrent_clients_and_keeps_their_pixels(
     assert result.batches == [3]  # three concurrent clients, one engine run
     assert result.max_pixel_difference <= 1  # every job's image is its request's plain-diffusers image
     assert min(result.diffusers_loop_s, result.one_client_s, result.concurrent_s, result.batched_s) > 0
+
+
+def test_lora_switch_benchmark_switches_warm_adapters_and_keeps_the_pixels(tiny_models, tmp_path: Path):
+    path = BENCH.parent / "lora_switch.py"
+    spec = importlib.util.spec_from_file_location("bench_lora_switch", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    loras = tiny_models.models_dir / "loras"
+    result = module.compare(tiny_models.sd15_folder, tmp_path / "home", loras / "tinylora-te.safetensors",
+                            loras / "tinylora-b.safetensors", repeats=1)
+    assert result.identical_pixels  # B after A on the warm pipeline = a fresh diffusers pipeline with B
+    assert min(result.fresh_load_s, result.diffusers_reload_s, result.first_use_s, result.switch_s) > 0

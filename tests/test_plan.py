@@ -194,6 +194,8 @@ def test_a_version_1_plan_is_upgraded_to_the_same_job():
      ({"size": Size(width=768, height=512), "hires": Hires(hr_scale=3.0, hr_upscaler="Latent", hr_steps=0,
                                                            hr_denoise=0.5)}, "hr_scale", "exceeds"),
      ({"hires": Hires(hr_scale=2.0, hr_upscaler="4x", hr_steps=0, hr_denoise=0.5)}, "hr_upscaler", "not pinned"),
+     ({"hires": Hires(hr_scale=2.0, hr_upscaler="Latent", hr_steps=1, hr_denoise=0.6)}, "hr_denoise",
+      "would run no step (1 steps × denoise 0.6 < 1)"),
      ({"controls": (ControlUnit(model="c", image=REF, start=0.5, end=0.5, sha256="ef" * 32),)}, "control", "before end"),
      ],
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -77,3 +78,51 @@ def test_image_mode_commands_run_as_written(tiny_models, tmp_path: Path, monkeyp
     exec(compile(example.replace("seed=3,", "seed=3, steps=2,"), "README.md", "exec"), namespace)
     result = namespace["result"]
     assert result.plan.mode == "inpaint" and result.plan.controls[0].model == "demo-canny"  # type: ignore[attr-defined]
+
+
+def _section(title: str) -> str:
+    start = README.index(title)
+    return README[start:README.index("\n## ", start + 1)]
+
+
+def test_lora_prompt_and_few_step_commands_run_as_written(tiny_models, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """Every `.venv/bin/brushwork` / `.venv/bin/python -c` line of the section's runnable blocks
+    (those that do not set up a throw-away folder of their own) runs, in a fresh home."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from brushwork.cli.main import app
+
+    section = _section("## LoRAs, prompts and model families")
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) if "export " not in block
+             for line in block.splitlines() if line.startswith((".venv/bin/brushwork ", ".venv/bin/python -c"))]
+    assert sum(line.startswith(".venv/bin/brushwork generate") for line in lines) >= 8
+    home = tmp_path / "home"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(home))  # the default models folder is ~/.cache/brushwork/models
+    for name in ("BRUSHWORK_HOME", "BRUSHWORK_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BRUSHWORK_STYLES_DIR", str(tmp_path / "styles"))
+    runner = CliRunner()
+    for line in lines:
+        args = shlex.split(line)
+        if args[0] == ".venv/bin/python":
+            done = subprocess.run([sys.executable, *args[1:]], env={**os.environ, "HOME": str(home)},
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, (line, done.stderr[-2000:])
+            continue
+        fast = [] if args[1] != "generate" else (
+            (["--steps", "2"] if "--steps" not in args else []) + (["--size", "64x64"] if "--size" not in args else []))
+        result = runner.invoke(app, args[1:] + fast)
+        assert result.exit_code == 0, (line, result.output)
+    outputs = sorted((tmp_path / "outputs").glob("*.png"))
+    assert len(outputs) == sum(line.startswith(".venv/bin/brushwork generate") for line in lines)
+    texts = [Image.open(path).text["parameters"] for path in outputs]
+    assert sum('Lora hashes: "demo-lora: ' in text for text in texts) == 3
+    assert any("(lighthouse:1.3)" in text for text in texts)
+    assert any('TI hashes: "tinyemb: ' in text for text in texts)

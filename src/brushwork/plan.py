@@ -55,6 +55,7 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _LIST_FIELDS: dict[str, tuple[str, type[BaseModel]]] = {
     "controls": ("control", ControlUnit),
     "upscale": ("upscale", UpscaleStep),
+    "loras": ("lora", LoraWeight),
 }
 SafeName = Annotated[str, Field(pattern=NAME_PATTERN, description="letters, digits, '-' or '_'; at most 64")]
 

@@ -12,21 +12,12 @@ import pkgutil
 import pytest
 
 import brushwork.styles.builtin as builtin_pkg
+from brushwork.contract.samplers import SAMPLERS
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.spec import StyleSpec, spec_of
 
-ALLOWED_SAMPLERS = {
-    "Euler a",
-    "Euler",
-    "DPM++ 2M",
-    "DPM++ 2M Karras",
-    "DPM++ SDE Karras",
-    "DDIM",
-    "LMS",
-    "Heun",
-    "UniPC",
-}
-ALLOWED_MODELS = {"sd15", "dreamshaper", "meinamix", "realistic-vision", "sdxl", "juggernaut-xl"}
+ALLOWED_SAMPLERS = set(SAMPLERS)  # every sampler brushwork names
+ALLOWED_MODELS = {"sd15", "dreamshaper", "meinamix", "realistic-vision", "sdxl", "juggernaut-xl", "sdxl-turbo"}
 SAMPLE_PROMPT = "a lighthouse on a rocky cliff at dusk, Ünïcode & (parens)"
 
 

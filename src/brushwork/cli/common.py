@@ -26,8 +26,9 @@ from brushwork.errors import BrushworkError, InvalidRequest
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
+# emoji=False: user text such as "<hypernet:x:1>" must print as written, not with ":x:" turned into an emoji.
+console = Console(emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)  # errors stay on one line
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -132,6 +132,8 @@ def _run_and_save(api: Any, plan: Any, output: Path) -> None:
     steps = f"{total} step{'s' if total != 1 else ''}"
     size = f"{result.images[0].width}x{result.images[0].height}"
     err_console.print(f"seed {seeds} · {size} · {steps} · {result.timings['total']:.1f}s", highlight=False)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/yellow] {escape(terminal_safe(note))}", highlight=False)
     if any(result.filtered):
         err_console.print("[yellow]note:[/yellow] the safety filter blocked "
                           f"{sum(result.filtered)} image(s) (saved black)", highlight=False)
@@ -147,7 +149,7 @@ def generate(
     negative: Annotated[Optional[str], typer.Option("--negative", "-n", help="Negative prompt (replaces the style's).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps, 1-{max_steps} (the limits.max_steps setting).")] = None,
     cfg: Annotated[Optional[float], typer.Option(help="Guidance scale, 0-30.")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="Euler a, Euler, DPM++ 2M, DPM++ 2M Karras, DPM++ SDE Karras, DDIM, LMS, Heun, UniPC or LCM (snake_case works: euler_a).")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="Euler a, Euler, DPM++ 2M, DPM++ 2M Karras, DPM++ SDE Karras, DDIM, LMS, Heun, UniPC, LCM, Euler SGM Uniform or Euler a SGM Uniform (snake_case works: euler_a).")] = None,
     size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8, each side {min_size}-{max_size} (limits.min_size, limits.max_size).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="0 to 4294967295; random when omitted (and printed).")] = None,
     batch: Annotated[int, typer.Option("--batch", "-b", help="Images in one run, 1-{max_batch} (limits.max_batch); image i uses seed+i.")] = 1,

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from brushwork.cli.common import console, err_console, handle_errors, load_api
 from brushwork.errors import InvalidRequest
+from brushwork.models.catalog import KIND_DIRS as KIND_FOLDERS
 from brushwork.post.png_read import terminal_safe
 
 if TYPE_CHECKING:
@@ -99,11 +100,26 @@ def styles(
                           highlight=False)
 
 
+ADAPTER_KINDS = ("lora", "vae", "controlnet", "upscaler", "embedding")
+
+
 @handle_errors
-def models(ctx: typer.Context) -> None:
-    """List checkpoints by catalog name, where they load from, and whether they are installed."""
+def models(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option("--kind", "-k", help="checkpoint (default), or list one kind of file "
+                                      "with its hashes: lora, vae, controlnet, upscaler, embedding.")] = "checkpoint",
+) -> None:
+    """List checkpoints by catalog name, where they load from, and whether they are installed;
+    or, with --kind, the LoRAs/VAEs/ControlNets/upscalers/embeddings and their hashes."""
     api = load_api(ctx)
     catalog = api.catalog
+    if kind != "checkpoint":
+        if kind not in ADAPTER_KINDS:
+            from brushwork.errors import NotFound
+
+            raise NotFound("kind", kind, ("checkpoint", *ADAPTER_KINDS))
+        _list_files(catalog, kind)
+        return
     table = Table(title=f"models (folder: {catalog.models_dir})")
     for column in ("name", "family", "installed", "source", "description"):
         table.add_column(column, overflow="fold")
@@ -118,10 +134,43 @@ def models(ctx: typer.Context) -> None:
         table.add_row(Text(terminal_safe(name)), entry.family or "auto", state, Text(terminal_safe(source)),
                       Text(terminal_safe(entry.description)))
     console.print(table)
-    for kind in ("lora", "vae", "controlnet", "upscaler"):
-        found = catalog.scan(kind)  # type: ignore[arg-type]
+    for other in ADAPTER_KINDS:
+        found = catalog.scan(other)  # type: ignore[arg-type]
         names = ", ".join(found) if found else "(none)"
-        console.print(f"{kind}s: {terminal_safe(names)}", highlight=False, markup=False)
+        console.print(f"{other}s: {terminal_safe(names)}", highlight=False, markup=False)
+    console.print("`brushwork models --kind lora` (or vae, controlnet, upscaler, embedding) lists files "
+                  "with their hashes.", highlight=False, markup=False)
+
+
+def _list_files(catalog: ModelCatalog, kind: str) -> None:
+    """One kind's files: name (what prompts, styles and options use), hashes, family, file.
+
+    "hash" is what A1111 writes in metadata: for a LoRA the short hash of its tensor data
+    ("Lora hashes"), for the rest the first 10 hex of the file's sha256.
+    """
+    from brushwork.models.hashing import lora_short_hash, short_hash
+    from brushwork.resolve.loras import lora_family
+
+    table = Table(title=f"{kind}s (folder: {catalog.models_dir / KIND_FOLDERS[kind]})")
+    for column in ("name", "hash", "sha256", "family", "file"):
+        table.add_column(column, overflow="fold")
+    for name in sorted(catalog.scan(kind)):  # type: ignore[arg-type]
+        try:
+            path = catalog.adapter(kind, name)  # type: ignore[arg-type]  # builds the demo LoRA on first use
+            assert path is not None
+            sha = catalog.sha256(path)
+            shown = lora_short_hash(catalog.hashes.file_sha256(path, addnet=True)) \
+                if kind == "lora" and path.suffix.lower() == ".safetensors" else short_hash(sha)
+            family = (lora_family(path) or "?") if kind == "lora" else ""
+            table.add_row(Text(terminal_safe(name)), shown, sha[:16] + "…", family, Text(terminal_safe(str(path))))
+        except Exception as exc:  # one unreadable file must not hide the others
+            table.add_row(Text(terminal_safe(name)), Text("unreadable", style="red"), "", "",
+                          Text(_describe(exc)))
+    if not table.row_count:
+        console.print(f"no {kind}s installed in {catalog.models_dir / KIND_FOLDERS[kind]}", highlight=False,
+                      markup=False)
+        return
+    console.print(table)
 
 
 def _unusable(catalog: ModelCatalog, entry: CatalogEntry) -> str | None:

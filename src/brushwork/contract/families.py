@@ -7,6 +7,8 @@ from typing import Literal, get_args
 Family = Literal["sd15", "sdxl"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 
-# A text-to-image UNet (4 input channels) or a dedicated inpainting one (9: latents + masked image + mask).
-Variant = Literal["base", "inpaint"]
+# A text-to-image UNet (4 input channels), a dedicated inpainting one (9: latents + masked image + mask),
+# or SDXL's refiner: a 4-channel UNet conditioned on OpenCLIP bigG alone plus an aesthetic score, which only
+# finishes a partly denoised latent (img2img), never starts from noise.
+Variant = Literal["base", "inpaint", "refiner"]
 VARIANTS: tuple[Variant, ...] = get_args(Variant)

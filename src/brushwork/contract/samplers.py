@@ -22,6 +22,10 @@ SAMPLERS: dict[str, tuple[str, str]] = {
     "Heun": ("Heun", "Automatic"),
     "UniPC": ("UniPC", "Automatic"),
     "LCM": ("LCM", "Automatic"),
+    # "SGM Uniform": timesteps spaced from the very last one ("trailing"), which few-step
+    # distilled models (SDXL-Turbo, SDXL-Lightning) were trained for.
+    "Euler SGM Uniform": ("Euler", "SGM Uniform"),
+    "Euler a SGM Uniform": ("Euler a", "SGM Uniform"),
 }
 
 

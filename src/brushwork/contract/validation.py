@@ -99,6 +99,8 @@ def validate_plan(plan: Plan, limits: Limits) -> None:
     if plan.model.variant == "inpaint" and plan.mode not in INPAINT_MODES:
         raise InvalidRequest("model", f"{plan.model.name!r} is an inpainting model: it needs an init image and "
                                       f"a mask (or --outpaint), not {plan.mode}")
+    if plan.model.variant == "refiner" and plan.mode != "img2img":
+        raise InvalidRequest("model", f"{plan.model.name!r} is an SDXL refiner: it only finishes images (img2img)")
     check_sampling_and_size(plan.sampling, plan.size, limits)
     check_range("batch_size", plan.batch_size, 1, limits.max_batch)
     check_text("prompt", plan.prompt, limits)
@@ -146,6 +148,11 @@ def _check_hires(plan: Plan, limits: Limits) -> None:
         raise InvalidRequest("hr_scale", f"{plan.width}x{plan.height} × {hires.hr_scale:g} = {width}x{height} "
                                          f"exceeds the size limit {limits.max_size}")
     check_range("hr_steps", hires.hr_steps or 0, 0, limits.max_steps)
+    assert hires.hr_denoise is not None
+    second = hires.hr_steps or plan.steps
+    if denoising_steps(second, hires.hr_denoise) < 1:
+        raise InvalidRequest("hr_denoise", f"the hires pass would run no step ({second} steps × denoise "
+                                           f"{hires.hr_denoise:g} < 1); raise hr_denoise or hr_steps")
     if hires.hr_upscaler not in (LATENT_UPSCALER, LANCZOS) and hires.hr_upscaler_sha256 is None:
         raise InvalidRequest("hr_upscaler", f"{hires.hr_upscaler!r} is not pinned to a file hash")
 
@@ -184,9 +191,13 @@ def denoising_steps(steps: int, strength: float) -> int:
 
 
 def planned_steps(plan: Plan) -> int:
-    """Solver steps the whole Plan runs, over all passes: the total a progress bar counts to."""
+    """Solver steps the whole Plan runs, over all passes: the total a progress bar counts to.
+
+    A refiner hand-off splits one schedule of `steps` between the base model
+    (before the switch) and the refiner (after it), so together they count `steps`.
+    """
     if plan.mode == "txt2img":
-        total = plan.steps
+        total = plan.steps  # base (+ refiner: the rest of the same schedule)
         if plan.hires is not None:
             assert plan.hires.hr_denoise is not None
             total += denoising_steps(plan.hires.hr_steps or plan.steps, plan.hires.hr_denoise)

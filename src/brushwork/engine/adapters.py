@@ -1,7 +1,8 @@
 """Apply a Plan's LoRAs and VAE to a cached pipeline for one run, then undo.
 
-The base pipeline stays in the cache untouched between runs: LoRAs are loaded
-as named PEFT adapters and unloaded afterwards, a swapped VAE is put back.
+The base pipeline stays in the cache untouched between runs: LoRAs stay loaded
+as named PEFT adapters (`engine.lora_cache`) and are switched off afterwards,
+a swapped VAE (kept warm by the Engine) is put back.
 
 A file that cannot serve (not a LoRA, made for another model, damaged, a
 pickle with Python objects) is a one-line `ModelUnavailable` naming the
@@ -12,6 +13,7 @@ where possible; diffusers'/PEFT's own multi-line errors never reach the user.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,13 +21,16 @@ from typing import Any
 
 from brushwork.errors import ModelUnavailable
 from brushwork.models.catalog import Kind, ModelCatalog
-from brushwork.plan import AdapterRef, Plan
+from brushwork.plan import AdapterRef
 
 # Key fragments that mark LoRA-family weights in the formats diffusers loads (PEFT/diffusers, kohya, LyCORIS).
 _LORA_MARKERS = (
     "lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up", ".alpha", "lora_linear_layer",
     "hada_w1", "lokr_w1", "dora_scale",
 )
+# LyCORIS algorithms whose weights are not low-rank pairs: diffusers' LoRA loader cannot apply them.
+_UNSUPPORTED_LYCORIS = {"hada_w1": "LoHa", "lokr_w1": "LoKr", "lokr_w2": "LoKr", "oft_blocks": "OFT",
+                        "oft_diag": "OFT"}
 _LABELS: dict[str, str] = {"lora": "LoRA", "vae": "VAE"}
 
 
@@ -43,7 +48,7 @@ def adapter_path(catalog: ModelCatalog, kind: Kind, ref: AdapterRef) -> Path:
     return path
 
 
-def _unusable(kind: str, name: str, path: Path, why: str) -> ModelUnavailable:
+def unusable(kind: str, name: str, path: Path, why: str) -> ModelUnavailable:
     return ModelUnavailable(f"{_LABELS.get(kind, kind)} {name!r} ({path.name}): {why}")
 
 
@@ -78,15 +83,20 @@ def _reason(exc: BaseException) -> str:
 
 @contextmanager
 def _quiet_diffusers() -> Iterator[None]:
-    """diffusers logs a failed adapter load as a multi-line error before raising: the raise is enough."""
+    """diffusers logs a failed adapter load as a multi-line error before raising: the raise is enough.
+    transformers prints a "LOAD REPORT" table for every text-encoder LoRA (its adapter keys are not
+    checkpoint keys): noise to a user, so it is kept quiet too."""
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    level = diffusers_logging.get_verbosity()
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    transformers_logging.set_verbosity(transformers_logging.CRITICAL)
     try:
         yield
     finally:
-        diffusers_logging.set_verbosity(level)
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
 
 
 def _header_names(path: Path) -> list[str] | None:
@@ -103,28 +113,37 @@ def check_lora_file(name: str, path: Path) -> None:
     try:
         names = _header_names(path)
     except ValueError as exc:
-        raise _unusable("lora", name, path, str(exc)) from None
+        raise unusable("lora", name, path, str(exc)) from None
     if names is None:
         return
     if not names:
-        raise _unusable("lora", name, path, "the file holds no tensors")
+        raise unusable("lora", name, path, "the file holds no tensors")
     if not any(marker in key for key in names for marker in _LORA_MARKERS):
         sample = ", ".join(sorted(names)[:2])
-        raise _unusable("lora", name, path, f"holds no LoRA weights (its tensors are named like {sample})")
+        raise unusable("lora", name, path, f"holds no LoRA weights (its tensors are named like {sample})")
+    for marker, algorithm in _UNSUPPORTED_LYCORIS.items():
+        if any(marker in key for key in names):
+            raise unusable("lora", name, path, f"is a LyCORIS {algorithm} file; only LoRA/LoCon files (low-rank "
+                                               "pairs) are supported, as in diffusers")
 
 
-def load_lora(pipe: Any, name: str, path: Path, adapter_name: str) -> None:
-    """Load one LoRA as a named adapter; on failure the pipeline is left as it was."""
+def load_lora(pipe: Any, name: str, path: Path, adapter_name: str, state: dict[str, Any] | None = None) -> None:
+    """Load one LoRA (its file, or the tensors already read from it) as a named adapter;
+    on failure the pipeline is left as it was."""
     check_lora_file(name, path)
     before = _adapter_names(pipe)
+    from brushwork.models.loading import quiet_library_bars
+
     try:
-        with _quiet_diffusers():
-            pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+        with _quiet_diffusers(), quiet_library_bars(), warnings.catch_warnings():
+            # PEFT warns that a second adapter joins the first: keeping several is the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            pipe.load_lora_weights(dict(state) if state is not None else str(path), adapter_name=adapter_name)
     except Exception as exc:
         _drop_partial(pipe, adapter_name, before)
-        raise _unusable("lora", name, path, _reason(exc)) from None
+        raise unusable("lora", name, path, _reason(exc)) from None
     if adapter_name not in _adapter_names(pipe):  # diffusers only warns when no key matched a layer
-        raise _unusable("lora", name, path, "none of its weights match a layer of this model "
+        raise unusable("lora", name, path, "none of its weights match a layer of this model "
                                             "(made for another model family?)")
 
 
@@ -206,32 +225,9 @@ def load_checked_vae(name: str, path: Path, family: str, home: Path, torch_dtype
     try:
         check_vae_file(path, family)
     except ValueError as exc:
-        raise _unusable("vae", name, path, str(exc)) from None
+        raise unusable("vae", name, path, str(exc)) from None
     try:
         with _quiet_diffusers():
             return load_vae(path, family, home, torch_dtype)
     except Exception as exc:
-        raise _unusable("vae", name, path, _reason(exc)) from None
-
-
-@contextmanager
-def applied_adapters(pipe: Any, plan: Plan, catalog: ModelCatalog, torch_dtype: Any) -> Iterator[None]:
-    names: list[str] = []
-    original_vae = pipe.vae
-    try:
-        for ref in plan.loras:
-            name = f"{ref.name}_{ref.short_hash}"
-            load_lora(pipe, ref.name, adapter_path(catalog, "lora", ref), name)
-            names.append(name)
-        if names:
-            pipe.set_adapters(names, adapter_weights=[ref.weight for ref in plan.loras])
-        if plan.vae is not None:
-            vae = load_checked_vae(plan.vae.name, adapter_path(catalog, "vae", plan.vae), plan.model.family,
-                                   catalog.settings.home, torch_dtype)
-            pipe.vae = vae.to(original_vae.device)
-        yield
-    finally:
-        if names:
-            pipe.delete_adapters(names)
-        if pipe.vae is not original_vae:
-            pipe.vae = original_vae
+        raise unusable("vae", name, path, _reason(exc)) from None

@@ -1,4 +1,4 @@
-"""The check a Plan from outside gets before it runs: limits, a findable model, stored inputs.
+"""The check a Plan from outside gets before it runs: limits, findable models (refiner too), stored inputs.
 
 Used by the facade (Plans from files and programs) and by worker processes
 (Plans from another process); the engine itself trusts a checked Plan.
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from brushwork.config import Limits
 from brushwork.contract.validation import validate_plan
+from brushwork.errors import InvalidRequest
 from brushwork.models.catalog import ModelCatalog
 from brushwork.plan import Plan
 from brushwork.storage.assets import AssetStore
@@ -23,6 +24,13 @@ def check_plan(plan: Plan, limits: Limits, catalog: ModelCatalog, assets: AssetS
         catalog.entry_for_path(Path(plan.model.path))
     else:
         catalog.get(plan.model.name)
+    if plan.model.variant == "refiner" and plan.mode != "img2img":
+        raise InvalidRequest("model", f"{plan.model.name!r} is an SDXL refiner: it only finishes images (img2img)")
+    if plan.refine is not None and plan.refine.refiner is not None:
+        entry = catalog.checkpoints().get(plan.refine.refiner)
+        if entry is None or not catalog.is_installed(entry):
+            raise InvalidRequest("refiner", f"{plan.refine.refiner!r} is not installed here; the Plan needs that SDXL "
+                                            f"refiner in {catalog.models_dir / 'checkpoints'}")
     for ref in plan.assets():
         if not assets.has(ref):
             assets.open(ref)  # raises the "not in the asset store" error naming the hash

@@ -11,16 +11,25 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from brushwork.config import Settings
 from brushwork.contract.validation import planned_steps
-from brushwork.engine.adapters import applied_adapters
-from brushwork.engine.progress import CancelToken, MemberProgress, ProgressCallback, StepEvent, StepTracker
+from brushwork.engine.adapters import adapter_path, load_checked_vae
+from brushwork.engine.embeddings import EmbeddingTable
+from brushwork.engine.lora_cache import WarmLoras
 from brushwork.engine.preview import latent_jpegs
+from brushwork.engine.progress import (
+    CancelToken,
+    MemberProgress,
+    ProgressCallback,
+    StepEvent,
+    StepTracker,
+)
 from brushwork.engine.prompts import prompt_groups
 from brushwork.engine.runners.base import PIPELINE_CLASSES, Role, RunContext, runner_for
 from brushwork.errors import ModelUnavailable
@@ -36,10 +45,17 @@ from brushwork.storage.assets import AssetStore
 
 @dataclass
 class LoadedPipeline:
-    """A cached base pipeline plus the model's own scheduler config, which each run's sampler is built from."""
+    """A cached base pipeline plus the model's own scheduler config, which each run's sampler is built from,
+    and the embeddings and LoRAs kept loaded in it."""
 
     pipe: Any
     scheduler_config: Any
+    embeddings: EmbeddingTable = field(default_factory=EmbeddingTable)  # textual inversion, read once
+    loras: WarmLoras = field(init=False)
+    lora_budget: int = 0
+
+    def __post_init__(self) -> None:
+        self.loras = WarmLoras(self.pipe, self.lora_budget)
 
 
 class Engine:
@@ -56,6 +72,8 @@ class Engine:
         self.assets = assets or AssetStore(settings.assets_dir)
         self.cache = PipelineCache(capacity=settings.pipeline_cache_size)
         self.controlnets = PipelineCache(capacity=2 * settings.pipeline_cache_size)
+        self.refiners = PipelineCache(capacity=settings.pipeline_cache_size)
+        self.vaes = PipelineCache(capacity=2)
         self.upscalers = Upscalers(self.catalog, device=self.policy.device, dtype=self.policy.dtype)
         self._lock = threading.Lock()
 
@@ -83,7 +101,8 @@ class Engine:
                              torch_dtype=torch_dtype(self.policy.dtype), config=entry.config,
                              variant=plan.model.variant)
         pipe.set_progress_bar_config(disable=True)
-        return LoadedPipeline(pipe.to(self.policy.device), pipe.scheduler.config)
+        return LoadedPipeline(pipe.to(self.policy.device), pipe.scheduler.config,
+                              lora_budget=self.settings.lora_cache_mb * 1024 * 1024)
 
     def loaded(self, plan: Plan) -> LoadedPipeline:
         return self.cache.get(self._key(plan), lambda: self._load(plan))
@@ -108,6 +127,48 @@ class Engine:
             return model.to(self.policy.device)
 
         return self.controlnets.get((sha256, self.policy.device, self.policy.dtype), load)
+
+    def _refiner(self, plan: Plan, base: Any) -> Any:
+        """The Plan's SDXL refiner, kept warm like the ControlNets, using `base`'s VAE and second text encoder."""
+        from brushwork.engine.refiner import load_refiner, over_base
+
+        refine = plan.refine
+        assert refine is not None and refine.refiner is not None and refine.refiner_sha256 is not None
+        name, sha256 = refine.refiner, refine.refiner_sha256
+
+        def load() -> Any:
+            entry = self.catalog.get(name)
+            path = self._checked(self.catalog.locate(entry), sha256, f"refiner {name!r}")
+            return load_refiner(path, base, home=self.settings.home, torch_dtype=torch_dtype(self.policy.dtype),
+                                config=entry.config, device=self.policy.device)
+
+        return over_base(self.refiners.get((sha256, self.policy.device, self.policy.dtype), load), base)
+
+    def _vae(self, plan: Plan) -> Any:
+        """The Plan's replacement VAE, loaded once and kept warm (hash-checked)."""
+        assert plan.vae is not None
+        ref = plan.vae
+
+        def load() -> Any:
+            vae = load_checked_vae(ref.name, adapter_path(self.catalog, "vae", ref), plan.model.family,
+                                   self.settings.home, torch_dtype(self.policy.dtype))
+            return vae.to(self.policy.device)
+
+        return self.vaes.get((ref.sha256, plan.model.family, self.policy.device, self.policy.dtype), load)
+
+    @contextmanager
+    def _adapters(self, plan: Plan, loaded: LoadedPipeline) -> Iterator[None]:
+        """The Plan's LoRAs switched on and its VAE swapped in for one run; afterwards the base model again."""
+        base = loaded.pipe
+        original_vae = base.vae
+        try:
+            loaded.loras.activate(plan.loras, lambda ref: adapter_path(self.catalog, "lora", ref))
+            if plan.vae is not None:
+                base.vae = self._vae(plan)
+            yield
+        finally:
+            loaded.loras.deactivate()
+            base.vae = original_vae
 
     def _view(self, plan: Plan, base: Any, role: Role, with_control: bool) -> Any:
         """A pipeline of the role's class sharing the base pipeline's modules (diffusers `from_pipe`).
@@ -190,9 +251,9 @@ class Engine:
             loaded_pipeline = self.loaded(plans[0])
             base = loaded_pipeline.pipe
             loaded = time.perf_counter()
-            with applied_adapters(base, plans[0], self.catalog, torch_dtype(self.policy.dtype)), \
-                    torch.inference_mode():
-                for members, kwargs in prompt_groups(base, plans):
+            with self._adapters(plans[0], loaded_pipeline), torch.inference_mode():
+                embeddings = loaded_pipeline.embeddings.lookup(base, self.catalog, self.settings.allow_pickle)
+                for members, kwargs in prompt_groups(base, plans, embeddings):
                     group_started = time.perf_counter()
                     images, notes = self._generate([plans[i] for i in members], members, kwargs,
                                                    loaded_pipeline, on_progress, cancel, preview_every)
@@ -259,6 +320,7 @@ class Engine:
             open_image=self.assets.open_rgb,
             open_mask=self.assets.open_mask,
             upscale_image=self.upscale_image,
+            refiner=(lambda: self._refiner(plan, base)) if plan.refine is not None else None,
         )
         tracker.begin()
         images = list(runner_for(plan.mode)(plan, ctx))

@@ -18,6 +18,7 @@ from typing import Literal
 from brushwork.config import ModelSource, Settings
 from brushwork.contract.families import Family
 from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
+from brushwork.models.demo import DEMO_LORA, demo_lora_path, ensure_demo_lora
 from brushwork.models.hashing import WEIGHT_SUFFIXES, HashCache
 
 Kind = Literal["checkpoint", "lora", "vae", "controlnet", "upscaler", "embedding"]
@@ -49,6 +50,9 @@ BUILTIN_ALIASES: dict[str, ModelSource] = {
                                     description="Realistic Vision 6.0, photoreal (CivitAI)"),
     "juggernaut-xl": ModelSource(source="juggernautXL.safetensors", family="sdxl",
                                  description="Juggernaut XL, photoreal SDXL (CivitAI)"),
+    "sdxl-turbo": ModelSource(source="stabilityai/sdxl-turbo", family="sdxl",
+                              description="SDXL-Turbo, 1-4 steps at 512x512 (HF repo, or "
+                                          "checkpoints/sd_xl_turbo_1.0_fp16.safetensors)"),
 }
 # What a diffusers pipeline loads from an HF repo (skips fp16 variants and all-in-one files).
 HF_INCLUDE = ("model_index.json '*/*.json' '*/*.txt' '*/diffusion_pytorch_model.safetensors' "
@@ -57,6 +61,7 @@ HF_INCLUDE = ("model_index.json '*/*.json' '*/*.txt' '*/diffusion_pytorch_model.
 ALIAS_FILE_FALLBACKS: dict[str, str] = {
     "sd15": "v1-5-pruned-emaonly.safetensors",
     "sdxl": "sd_xl_base_1.0.safetensors",
+    "sdxl-turbo": "sd_xl_turbo_1.0_fp16.safetensors",
 }
 
 
@@ -103,13 +108,18 @@ class ModelCatalog:
     # -- scanning ----------------------------------------------------------------
 
     def scan(self, kind: Kind) -> dict[str, Path]:
-        """Files (and diffusers folders, for checkpoints) in the kind's folder, by stem."""
+        """Files (and diffusers folders, for checkpoints) in the kind's folder, by stem.
+        LoRAs include the built-in demo LoRA (built on first use) unless a file of that name replaces it."""
         folder = self.models_dir / KIND_DIRS[kind]
         found: dict[str, Path] = {}
+        if kind == "lora":
+            found[DEMO_LORA] = demo_lora_path(self.settings.home)
         if not folder.is_dir():
             return found
         for path in sorted(folder.iterdir()):
             if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES:
+                if kind == "lora" and path.stem == DEMO_LORA:
+                    found[DEMO_LORA] = path
                 found.setdefault(path.stem, path)
             elif path.is_dir() and ((path / "model_index.json").is_file() or (path / "config.json").is_file()):
                 found.setdefault(path.name, path)
@@ -226,7 +236,12 @@ class ModelCatalog:
     def adapter(self, kind: Kind, name: str) -> Path | None:
         """The file for a LoRA/VAE/... name, or None when it is not installed."""
         path = self.scan(kind).get(name)
-        return None if path is None else self._refuse_pickle(kind, path)
+        if path is None:
+            return None
+        if kind == "lora" and not path.exists():
+            if name == DEMO_LORA:
+                return ensure_demo_lora(self.settings.home)
+        return self._refuse_pickle(kind, path)
 
     def _refuse_pickle(self, field: str, path: Path) -> Path:
         """Any weight file that is not safetensors is a pickle: refused unless allowed."""

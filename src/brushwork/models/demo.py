@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 DEMO_VERSION = "v1"
+DEMO_LORA = "demo-lora"  # a LoRA made for the demo model, so LoRA commands work out of the box too
 _build_lock = threading.Lock()  # threads of one process build it once; processes race safely via rename
 
 
@@ -51,3 +52,39 @@ def _build(target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def demo_lora_path(home: Path) -> Path:
+    return home / "demo" / f"{DEMO_VERSION}-lora" / f"{DEMO_LORA}.safetensors"
+
+
+def ensure_demo_lora(home: Path) -> Path:
+    """Build the demo LoRA (kohya layout, UNet + text encoder, for the demo model) if absent; return its file.
+
+    Like the demo model it is random: it changes the picture, it does not teach it anything.
+    """
+    target = demo_lora_path(home)
+    if target.is_file():
+        return target
+    model_dir = ensure_demo_model(home)  # before taking the lock: building the model takes it too
+    with _build_lock:
+        if not target.is_file():
+            _build_lora(model_dir, target)
+    return target
+
+
+def _build_lora(model_dir: Path, target: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from brushwork.models.loading import quiet_library_bars
+    from brushwork.models.tiny_lora import save_tiny_lora
+
+    with quiet_library_bars():
+        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), local_files_only=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        save_tiny_lora(pipe, staging, rank=4, seed=7, layout="kohya", text_encoder=True)
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)

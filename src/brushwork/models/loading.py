@@ -9,7 +9,9 @@ shipped in `brushwork/models/configs` — never from the hub.
 A model is a family (sd15, sdxl) and a variant: "base" (a 4-channel UNet,
 text-to-image) or "inpaint" (a 9-channel UNet: latent + masked-image latent +
 mask, e.g. `sd-v1-5-inpainting`), which loads as the family's inpainting
-pipeline class. `family_and_variant` tells both from the files alone.
+pipeline class, or, for SDXL, "refiner" (OpenCLIP bigG only, aesthetic-score
+conditioning), which loads as `StableDiffusionXLImg2ImgPipeline`.
+`family_and_variant` tells them apart from the files alone.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def family_and_variant(path: Path, declared: Family | None = None) -> tuple[Fami
             shapes = checkpoint_shapes(path)
             family = detect_family(shapes)
             variant = detect_variant(shapes, family)
-            missing = missing_components(shapes, family)
+            missing = missing_components(shapes, family, variant)
             if missing:
                 raise ValueError(
                     f"the file has no weights for {', '.join(missing)} (some uploads ship without a VAE "
@@ -208,6 +210,7 @@ def load_pipeline(
     torch_dtype: Any,
     config: Path | None = None,
     variant: Variant = "base",
+    components: dict[str, Any] | None = None,
 ) -> Any:
     """Load a pipeline for `family` from `path` without touching the network.
 
@@ -217,13 +220,18 @@ def load_pipeline(
     `in_channels` patched to 9 (materialised under `home/configs/<family>-inpaint`).
     The variant must be the one the files hold (`model_variant`): loading an
     inpainting UNet into a text-to-image pipeline, or the reverse, is refused.
+    `variant="refiner"` builds an SDXL refiner (`StableDiffusionXLImg2ImgPipeline`
+    without the first text encoder) from a folder or from a single file with the
+    shipped `configs/sdxl-refiner`. `components` are already-loaded modules to use
+    instead of loading the file's own (e.g. the base model's `vae` and
+    `text_encoder_2` for its refiner, so they live in memory once).
     """
     import diffusers
 
     from brushwork.models.offline_configs import materialize_config_dir
 
     cls = getattr(diffusers, PIPELINE_CLASSES[(family, variant)])
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True, **(components or {})}
     if family == "sd15":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     else:  # an invisible watermark would make pixels depend on an optional package being installed

@@ -14,6 +14,12 @@ Each family comes in two *variants*, told apart by the UNet's input channels:
 e.g. `sd-v1-5-inpainting`). An inpainting checkpoint's configs are the base
 ones with `unet.in_channels` 9 and the inpainting pipeline class, so they are
 derived from the shipped base configs (`VARIANT_PATCHES`), not shipped twice.
+SDXL has a third, "refiner" (`stabilityai/stable-diffusion-xl-refiner-1.0`):
+another UNet (384 wide, conditioned on OpenCLIP bigG alone and an aesthetic
+score) without the CLIP-L text encoder. Its configs differ in kind, so they
+are shipped on their own (`configs/sdxl-refiner`); it is told apart by its
+text encoders (single files: OpenCLIP under `conditioner.embedders.0.model.`;
+folders: `text_encoder` null in `model_index.json`).
 
 Nothing heavy is imported at module import time (no torch, no diffusers).
 """
@@ -67,6 +73,7 @@ PIPELINE_CLASSES: dict[tuple[Family, Variant], str] = {
     ("sdxl", "base"): "StableDiffusionXLPipeline",
     ("sd15", "inpaint"): "StableDiffusionInpaintPipeline",
     ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+    ("sdxl", "refiner"): "StableDiffusionXLImg2ImgPipeline",
 }
 # UNet input channels of each variant: latent (4) / latent + masked-image latent (4) + mask (1).
 IN_CHANNELS: dict[Variant, int] = {"base": 4, "inpaint": 9}
@@ -74,8 +81,14 @@ IN_CHANNELS: dict[Variant, int] = {"base": 4, "inpaint": 9}
 VARIANT_PATCHES: dict[Variant, dict[str, dict[str, Any]]] = {
     "base": {},
     "inpaint": {"unet": {"in_channels": IN_CHANNELS["inpaint"]}},
+    "refiner": {},  # shipped as its own folder (OWN_CONFIG_DIRS), nothing to patch
 }
-VARIANT_LABELS: dict[Variant, str] = {"base": "", "inpaint": " inpainting"}
+VARIANT_LABELS: dict[Variant, str] = {"base": "", "inpaint": " inpainting", "refiner": " refiner"}
+# Variants whose configs are shipped in their own folder under configs/ rather than patched from the base ones.
+OWN_CONFIG_DIRS: dict[tuple[Family, Variant], str] = {("sdxl", "refiner"): "sdxl-refiner"}
+# The refiner's only text encoder (OpenCLIP bigG) sits first in its conditioner.
+OPEN_CLIP_REFINER_PREFIX = "conditioner.embedders.0.model."
+KEY_OPEN_CLIP_REFINER = OPEN_CLIP_REFINER_PREFIX + "positional_embedding"
 
 UNET_PREFIX = "model.diffusion_model."
 
@@ -108,17 +121,17 @@ _OTHER_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("a standalone VAE", ("encoder.conv_in.weight", "decoder.conv_out.weight")),
 )
 
-_SUPPORTED = "SD 1.x/1.5 and SDXL base, text-to-image or inpainting (LDM layout)"
+_SUPPORTED = "SD 1.x/1.5 and SDXL base, text-to-image or inpainting, and the SDXL refiner (LDM layout)"
 
 _STAMP_NAME = ".brushwork-config-stamp"
 _CONFIG_SUFFIXES = (".json",)
 
 
-def shipped_config_dir(family: Family) -> Path:
-    """Folder inside the installed package holding the JSON for `family`."""
+def shipped_config_dir(family: Family, variant: Variant = "base") -> Path:
+    """Folder inside the installed package holding the JSON for `family` (the refiner has its own)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; supported: {', '.join(FAMILIES)}")
-    return Path(__file__).resolve().parent / "configs" / family
+    return Path(__file__).resolve().parent / "configs" / OWN_CONFIG_DIRS.get((family, variant), family)
 
 
 class UnsupportedLayout(ValueError):
@@ -166,7 +179,19 @@ def detect_variant(shapes: Mapping[str, Any], family: Family | None = None) -> V
     if in_ch is None:
         raise ValueError(f"the UNet has no input convolution ({KEY_UNET_IN}); cannot tell a text-to-image "
                          "from an inpainting model")
-    return variant_of_in_channels(in_ch, family or detect_family(shapes))
+    family = family or detect_family(shapes)
+    variant = variant_of_in_channels(in_ch, family)
+    if family == "sdxl" and _is_refiner_layout(set(shapes)):
+        if variant != "base":
+            raise _unsupported(f"SDXL refiner with a {in_ch}-channel UNet (a refiner's UNet takes 4)")
+        return "refiner"
+    return variant
+
+
+def _is_refiner_layout(names: set[str]) -> bool:
+    """SDXL's refiner: OpenCLIP first in the conditioner, no CLIP-L (diffusers' `xl_refiner` marker at full size)."""
+    return (KEY_XL_REFINER in names or any(k.startswith(OPEN_CLIP_REFINER_PREFIX) for k in names)) and not any(
+        k.startswith("conditioner.embedders.0.transformer.") for k in names)
 
 
 def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
@@ -202,8 +227,14 @@ def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
         raise _unsupported("v-prediction model (it carries a `v_pred` marker key)")
 
     if has_prefix(UNET_PREFIX):
-        if KEY_XL_REFINER in names or has_prefix("conditioner.embedders.0.model."):
-            raise _unsupported("SDXL refiner (OpenCLIP-only conditioner)")
+        if _is_refiner_layout(names):
+            # A refiner's UNet takes SDXL's added conditions (time ids + aesthetic score + pooled text).
+            if f"{UNET_PREFIX}label_emb.0.0.weight" not in names:
+                raise _unsupported("SDXL refiner conditioner (OpenCLIP only) on a UNet without SDXL's added "
+                                   "conditioning (label_emb): an incomplete or unknown refiner")
+            if in_ch is not None:
+                variant_of_in_channels(in_ch, "sdxl")
+            return "sdxl"
         is_xl = (
             KEY_XL_BASE in names
             or has_prefix("conditioner.embedders.1.model.")
@@ -237,16 +268,18 @@ def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
     raise _unsupported(f"unrecognised key layout (e.g. {sample})")
 
 
-def missing_components(keys: Iterable[str], family: Family) -> list[str]:
+def missing_components(keys: Iterable[str], family: Family, variant: Variant = "base") -> list[str]:
     """Pipeline components whose weights are absent from the single file.
 
     Some CivitAI uploads ship without a VAE or text encoder; diffusers then fails
     late with a generic message. Callers can check this first and ask for a
-    separate component instead.
+    separate component instead. A refiner has one text encoder (text_encoder_2).
     """
     names = set(keys)
     wanted: dict[str, str] = {"vae": KEY_VAE}
-    if family == "sd15":
+    if (family, variant) == ("sdxl", "refiner"):
+        wanted["text_encoder_2"] = KEY_OPEN_CLIP_REFINER
+    elif family == "sd15":
         wanted["text_encoder"] = KEY_CLIP
     elif family == "sdxl":
         wanted["text_encoder"] = KEY_CLIP_SDXL
@@ -279,24 +312,24 @@ def read_checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {key: tuple(int(d) for d in fh.get_slice(key).get_shape()) for key in fh.keys()}
 
 
-def _shipped_files(family: Family) -> list[Path]:
-    root = shipped_config_dir(family)
+def _shipped_files(family: Family, variant: Variant = "base") -> list[Path]:
+    root = shipped_config_dir(family, variant)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _CONFIG_SUFFIXES)
     if not any(p.name == "model_index.json" for p in files):
         raise FileNotFoundError(f"shipped configs for {family!r} are missing from {root}")
     return files
 
 
-def _tokenizer_dirs(family: Family) -> list[str]:
-    root = shipped_config_dir(family)
+def _tokenizer_dirs(family: Family, variant: Variant = "base") -> list[str]:
+    root = shipped_config_dir(family, variant)
     return sorted(p.parent.relative_to(root).as_posix() for p in root.glob("tokenizer*/tokenizer_config.json"))
 
 
 def _stamp(family: Family, variant: Variant = "base") -> str:
     """Fingerprint of what a materialised folder must contain; changes when the package or BPE does."""
-    root = shipped_config_dir(family)
+    root = shipped_config_dir(family, variant)
     digest = hashlib.sha256(b"brushwork-offline-configs-v1\0")
-    for path in _shipped_files(family):
+    for path in _shipped_files(family, variant):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     digest.update(bpe_file_path().read_bytes())
@@ -307,15 +340,15 @@ def _stamp(family: Family, variant: Variant = "base") -> str:
     return digest.hexdigest()
 
 
-def _is_complete(folder: Path, family: Family, stamp: str) -> bool:
+def _is_complete(folder: Path, family: Family, stamp: str, variant: Variant = "base") -> bool:
     try:
         if (folder / _STAMP_NAME).read_text(encoding="utf-8").strip() != stamp:
             return False
     except OSError:
         return False
-    root = shipped_config_dir(family)
-    needed = [folder / p.relative_to(root) for p in _shipped_files(family)]
-    for tok in _tokenizer_dirs(family):
+    root = shipped_config_dir(family, variant)
+    needed = [folder / p.relative_to(root) for p in _shipped_files(family, variant)]
+    for tok in _tokenizer_dirs(family, variant):
         needed += [folder / tok / "vocab.json", folder / tok / "merges.txt"]
     return all(p.is_file() for p in needed)
 
@@ -331,8 +364,8 @@ def _patched_json(src: Path, relative: Path, family: Family, variant: Variant) -
 
 
 def _build(tmp: Path, family: Family, stamp: str, variant: Variant = "base") -> None:
-    root = shipped_config_dir(family)
-    for src in _shipped_files(family):
+    root = shipped_config_dir(family, variant)
+    for src in _shipped_files(family, variant):
         relative = src.relative_to(root)
         dst = tmp / relative
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +374,7 @@ def _build(tmp: Path, family: Family, stamp: str, variant: Variant = "base") -> 
             shutil.copyfile(src, dst)
         else:
             dst.write_text(json.dumps(patched, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    for tok in _tokenizer_dirs(family):
+    for tok in _tokenizer_dirs(family, variant):
         write_clip_tokenizer_files(tmp / tok)
     # The stamp goes last: its presence marks the folder as complete.
     (tmp / _STAMP_NAME).write_text(stamp + "\n", encoding="utf-8")
@@ -363,13 +396,14 @@ def materialize_config_dir(family: Family, cache_dir: Path, variant: Variant = "
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; supported: {', '.join(FAMILIES)}")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}; supported: {', '.join(VARIANTS)}")
+    if variant not in VARIANTS or (family, variant) not in PIPELINE_CLASSES:
+        raise ValueError(f"unknown model variant {variant!r} of {family}; supported: "
+                         f"{', '.join(v for f, v in PIPELINE_CLASSES if f == family)}")
     parent = Path(cache_dir) / "configs"
     name = family if variant == "base" else f"{family}-{variant}"
     target = parent / name
     stamp = _stamp(family, variant)
-    if _is_complete(target, family, stamp):
+    if _is_complete(target, family, stamp, variant):
         return target
 
     parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +415,7 @@ def materialize_config_dir(family: Family, cache_dir: Path, variant: Variant = "
                 os.rename(tmp, target)  # atomic; fails if target exists and is non-empty
                 return target
             except OSError:
-                if _is_complete(target, family, stamp):
+                if _is_complete(target, family, stamp, variant):
                     return target  # another process won the race with identical content
                 # Stale or partial folder (older version, crash): move it aside, then retry.
                 aside = parent / f".{name}.stale-{uuid.uuid4().hex}"
@@ -391,7 +425,7 @@ def materialize_config_dir(family: Family, cache_dir: Path, variant: Variant = "
                     pass  # someone else moved / replaced it; just retry
                 else:
                     shutil.rmtree(aside, ignore_errors=True)
-        if _is_complete(target, family, stamp):
+        if _is_complete(target, family, stamp, variant):
             return target
         raise OSError(f"could not place offline config folder at {target}")
     finally:
@@ -429,9 +463,29 @@ def variant_of_pipeline_folder(folder: Path, family: Family | None = None) -> Va
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the UNet config {config}: {exc}") from exc
     in_channels = data.get("in_channels", 4) if isinstance(data, dict) else None
-    if isinstance(in_channels, int):
-        return variant_of_in_channels(in_channels, family or family_of_pipeline_config(folder))
-    raise ValueError(f"{config} has no integer in_channels")
+    if not isinstance(in_channels, int):
+        raise ValueError(f"{config} has no integer in_channels")
+    family = family or family_of_pipeline_config(folder)
+    variant = variant_of_in_channels(in_channels, family)
+    if family == "sdxl" and _folder_is_refiner(Path(folder)):
+        if variant != "base":
+            raise _unsupported(f"SDXL refiner with a {in_channels}-channel UNet (a refiner's UNet takes 4)")
+        return "refiner"
+    return variant
+
+
+def _folder_is_refiner(folder: Path) -> bool:
+    """A diffusers SDXL folder without the first (CLIP-L) text encoder but with the second: the refiner layout."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+    def present(name: str) -> bool:
+        value = index.get(name) if isinstance(index, dict) else None
+        return isinstance(value, list) and any(part is not None for part in value)
+
+    return not present("text_encoder") and present("text_encoder_2")
 
 
 # ---------------------------------------------------------------- shapes against configs
@@ -596,12 +650,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _is_shipped(config_dir: Path, family: Family) -> bool:
-    return Path(config_dir).resolve() == shipped_config_dir(family).resolve()
+def _is_shipped(config_dir: Path, family: Family, variant: Variant = "base") -> bool:
+    return Path(config_dir).resolve() == shipped_config_dir(family, variant).resolve()
 
 
 def _config_label(config_dir: Path, family: Family, variant: Variant = "base") -> str:
-    if _is_shipped(config_dir, family) or (Path(config_dir) / _STAMP_NAME).is_file():
+    if _is_shipped(config_dir, family, variant) or (Path(config_dir) / _STAMP_NAME).is_file():
         return f"{FAMILY_LABELS[family]}{VARIANT_LABELS[variant]}'s standard config"
     return f"the config folder {config_dir}"
 
@@ -638,8 +692,8 @@ def check_against_config(shapes: Mapping[str, Any], config_dir: Path | None, fam
     would otherwise fail deep inside loading with a bare size mismatch (or,
     for depths, silently drop layers). Raises ValueError naming the component.
     """
-    config_dir = shipped_config_dir(family) if config_dir is None else Path(config_dir)
-    patches = VARIANT_PATCHES[variant] if _is_shipped(config_dir, family) else None
+    config_dir = shipped_config_dir(family, variant) if config_dir is None else Path(config_dir)
+    patches = VARIANT_PATCHES[variant] if _is_shipped(config_dir, family, variant) else None
     config_family = family_of_pipeline_config(config_dir)
     where = _config_label(config_dir, family, variant)
     if config_family != family:
@@ -653,7 +707,8 @@ def check_against_config(shapes: Mapping[str, Any], config_dir: Path | None, fam
         facts += _clip_facts(shapes, clip_prefix, text_cfg, "text encoder")
     text2_cfg = _read_config(config_dir, "text_encoder_2", patches)
     if family == "sdxl" and text2_cfg is not None:
-        facts += _open_clip_facts(shapes, OPEN_CLIP_SDXL_PREFIX, text2_cfg, "second text encoder")
+        prefix = OPEN_CLIP_REFINER_PREFIX if variant == "refiner" else OPEN_CLIP_SDXL_PREFIX
+        facts += _open_clip_facts(shapes, prefix, text2_cfg, "second text encoder")
     unet_cfg = _read_config(config_dir, "unet", patches)
     if unet_cfg is not None:
         facts += _unet_facts(shapes, unet_cfg)

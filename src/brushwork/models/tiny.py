@@ -161,6 +161,48 @@ def _tiny_sdxl(tokenizer_dir: Path, inpaint: bool = False) -> Any:
     )
 
 
+# The refiner's added conditions: original size, crop, aesthetic score (5 time ids, SDXL base has 6 with target size).
+REFINER_TIME_IDS = 5
+
+
+def tiny_sdxl_refiner_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
+    """A StableDiffusionXLImg2ImgPipeline shaped like SDXL's refiner, with tiny random weights.
+
+    Like `stabilityai/stable-diffusion-xl-refiner-1.0`: no first text encoder,
+    the UNet cross-attends to the second (OpenCLIP-shaped) encoder alone and
+    takes an aesthetic score among its added conditions. Its VAE and
+    `text_encoder_2` have the tiny SDXL base's shapes, so a refiner run can
+    share the base's modules instead of loading its own.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _tiny_sdxl_refiner(tokenizer_dir)
+
+
+def _tiny_sdxl_refiner(tokenizer_dir: Path) -> Any:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    text_encoder_2 = _text_encoder(64, projection=True, projection_dim=32)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=64,
+        in_channels=4, out_channels=4, cross_attention_dim=text_encoder_2.config.hidden_size,
+        attention_head_dim=(2, 4),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=REFINER_TIME_IDS * 8 + text_encoder_2.config.projection_dim,
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        unet=unet, vae=tiny_vae(scaling_factor=0.13025), text_encoder=None, tokenizer=None,
+        text_encoder_2=text_encoder_2, tokenizer_2=tiny_tokenizer(tokenizer_dir / "tokenizer_2", pad_token="!"),
+        scheduler=EulerDiscreteScheduler.from_config({**SD_SCHEDULER_CONFIG, "timestep_spacing": "leading"}),
+        requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False,
+    )
+
+
 def save_pipeline(pipe: Any, folder: Path) -> Path:
     """Write a diffusers folder (safetensors weights) — the layout real repos use."""
     pipe.save_pretrained(folder, safe_serialization=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,6 +83,66 @@ def _mode_fields(plan: Plan) -> list[tuple[str, str]]:
     return fields
 
 
+# A1111's checkpoint "short hash" (CheckpointInfo.shorthash): the first 10 hex digits of the file's sha256.
+CHECKPOINT_SHORT_HASH = 10
+_REFINER_VALUE = re.compile(r"^(?P<name>.*?)(?: \[(?P<hash>[0-9a-fA-F]+)\])?$")
+
+
+def _hash_list_name(name: str) -> str:
+    return name.replace(":", "").replace(",", "")
+
+
+def refiner_fields(plan: Plan) -> list[tuple[str, str]]:
+    """A1111's `Refiner: name [shorthash]` and `Refiner switch at: 0.8`, written when the refiner ran.
+
+    As in A1111 (`apply_refiner`), a switch of 1.0 never hands over, so it
+    writes nothing; with hires fix the refiner finishes the first pass, which
+    A1111 records as `Hires refiner: first pass`.
+    """
+    refine = plan.refine
+    if refine is None or refine.refiner is None or (refine.refiner_switch or 1.0) >= 1.0:
+        return []
+    fields = [("Refiner", f"{refine.refiner} [{(refine.refiner_sha256 or '')[:CHECKPOINT_SHORT_HASH]}]"),
+              ("Refiner switch at", f"{refine.refiner_switch:g}")]
+    if plan.hires is not None:
+        fields.append(("Hires refiner", "first pass"))
+    return fields
+
+
+@dataclass(frozen=True)
+class RefinerInfo:
+    """The refiner an A1111 `parameters` text names: catalog-style name, short hash (if given), switch."""
+
+    name: str
+    short_hash: str | None
+    switch: float | None
+
+
+def read_refiner(fields: Mapping[str, str]) -> RefinerInfo | None:
+    """The refiner of parsed A1111 fields (`parse_a1111_parameters`), or None when the image used none."""
+    value = fields.get("Refiner", "").strip()
+    if not value or value == "None":
+        return None
+    match = _REFINER_VALUE.match(value)
+    assert match is not None  # the pattern matches any text
+    switch_text = fields.get("Refiner switch at")
+    try:
+        switch = float(switch_text) if switch_text is not None else None
+    except ValueError:
+        switch = None
+    return RefinerInfo(match["name"], match["hash"].lower() if match["hash"] else None, switch)
+
+
+def read_hash_list(fields: Mapping[str, str], key: str) -> dict[str, str]:
+    """`Lora hashes` / `TI hashes` ("name: hash, name2: hash2") as name -> short hash."""
+    out: dict[str, str] = {}
+    for item in fields.get(key, "").split(","):
+        name, sep, digest = item.rpartition(":")
+        if sep and name.strip() and digest.strip():
+            out[name.strip()] = digest.strip()
+    return out
+
+
 def a1111_parameters(plan: Plan, index: int = 0, filtered: bool = False) -> str:
     """The A1111 `parameters` text for image `index` of `plan`."""
     fields = _sampling_fields(plan, index)
@@ -89,8 +151,11 @@ def a1111_parameters(plan: Plan, index: int = 0, filtered: bool = False) -> str:
     if plan.clip_skip > 1:
         fields.append(("Clip skip", str(plan.clip_skip)))
     fields += _mode_fields(plan)
+    fields += refiner_fields(plan)
     if plan.loras:
         fields.append(("Lora hashes", ", ".join(f"{r.name}: {r.short_hash}" for r in plan.loras)))
+    if plan.embeddings:  # A1111 strips ':' and ',' from the names so the list stays parseable
+        fields.append(("TI hashes", ", ".join(f"{_hash_list_name(r.name)}: {r.short_hash}" for r in plan.embeddings)))
     fields.append(("Style", plan.style + (f" ({plan.style_type})" if plan.style_type else "")))
     if filtered:
         fields.append(("Safety filter", "blocked"))

@@ -23,13 +23,16 @@ from brushwork.contract.params import (
     ControlUnit,
     Hires,
     Init,
+    LoraWeight,
     Mask,
     Outpaint,
     Post,
+    Refine,
     Sampling,
     Size,
     merge,
 )
+from brushwork.contract.prompt_syntax import check_prompt_syntax
 from brushwork.contract.samplers import canonical_sampler
 from brushwork.contract.validation import validate_plan
 from brushwork.errors import InvalidRequest, ModelUnavailable, NotFound
@@ -44,6 +47,7 @@ from brushwork.plan import (
     invalid_from_validation,
 )
 from brushwork.resolve.defaults import FAMILY_DEFAULTS, FamilyDefaults
+from brushwork.resolve.loras import extract_lora_tags, lora_family, refuse_tags
 from brushwork.resolve.request import mode_of, seeds_for, validate_request
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
@@ -58,6 +62,12 @@ class AssetIndex(Protocol):
 
 
 KIND_NAMES: dict[Kind, str] = {"controlnet": "ControlNet", "upscaler": "upscaler"}
+
+
+def _family_label(family: str) -> str:
+    from brushwork.models.offline_configs import FAMILY_LABELS
+
+    return FAMILY_LABELS.get(family, family)  # type: ignore[call-overload]
 
 
 def _round8(value: int) -> int:
@@ -111,30 +121,60 @@ class Resolver:
     def _pinned(self, field: str, kind: Kind, name: str, extra_valid: tuple[str, ...] = ()) -> str:
         return self._installed(field, kind, name, extra_valid)[1]
 
-    def _adapters(self, recipe: Recipe, model: ModelRef, recipe_family: Family | None,
-                  warnings: list[str]) -> tuple[tuple[AdapterRef, ...], AdapterRef | None]:
-        if not recipe.loras and not recipe.vae:
-            return (), None
-        if model.demo:
-            warnings.append("LoRAs/VAE of the style are not applied to the demo model (random weights)")
-            return (), None
-        if recipe_family is not None and recipe_family != model.family:
-            warnings.append(
-                f"style's LoRAs/VAE target {recipe_family} but model {model.name!r} is {model.family}; skipped"
-            )
-            return (), None
+    def _lora_ref(self, lora: LoraWeight, path: Path) -> AdapterRef:
+        sha = self.catalog.sha256(path)
+        short = lora_short_hash(self.catalog.hashes.file_sha256(path, addnet=True)) \
+            if path.suffix.lower() == ".safetensors" else short_hash(sha)
+        return AdapterRef(name=lora.name, sha256=sha, short_hash=short, weight=lora.weight)
+
+    def _style_loras(self, recipe: Recipe, model: ModelRef, warnings: list[str]) -> list[AdapterRef]:
+        """A style's LoRAs: one that is missing or made for another family is a warning, not an error."""
         loras = []
-        unique = {lora.name: lora for lora in recipe.loras}  # a name twice: the later weight wins
-        for lora in unique.values():
+        for lora in recipe.loras:
             path = self.catalog.adapter("lora", lora.name)
             if path is None:
                 warnings.append(f"LoRA {lora.name!r} is not installed (put {lora.name}.safetensors "
                                 f"in {self.catalog.models_dir / 'loras'}); generating without it")
                 continue
-            sha = self.catalog.sha256(path)
-            short = lora_short_hash(self.catalog.hashes.file_sha256(path, addnet=True)) \
-                if path.suffix.lower() == ".safetensors" else short_hash(sha)
-            loras.append(AdapterRef(name=lora.name, sha256=sha, short_hash=short, weight=lora.weight))
+            family = lora_family(path)
+            if family is not None and family != model.family:
+                warnings.append(f"the style's LoRA {lora.name!r} is for {_family_label(family)}, model "
+                                f"{model.name!r} is {_family_label(model.family)}; generating without it")
+                continue
+            loras.append(self._lora_ref(lora, path))
+        return loras
+
+    def _requested_loras(self, requested: list[LoraWeight], model: ModelRef) -> list[AdapterRef]:
+        """LoRAs the user named (`--lora`, `loras`, `<lora:>` tags): each must exist and fit the model."""
+        loras = []
+        for lora in requested:
+            path = self.catalog.adapter("lora", lora.name)
+            if path is None:
+                raise NotFound("lora", lora.name, self.catalog.scan("lora"), what="LoRA")
+            family = lora_family(path)
+            if family is not None and family != model.family:
+                raise InvalidRequest("lora", f"{lora.name!r} is a LoRA for {_family_label(family)}; model "
+                                             f"{model.name!r} is {_family_label(model.family)}")
+            loras.append(self._lora_ref(lora, path))
+        return loras
+
+    def _adapters(self, recipe: Recipe, model: ModelRef, recipe_family: Family | None,
+                  warnings: list[str], requested: list[LoraWeight]) -> tuple[tuple[AdapterRef, ...], AdapterRef | None]:
+        """The style's LoRAs and VAE (skipped on the demo model and on another family), then the user's LoRAs.
+        A name given twice keeps its first place and the later weight."""
+        style_loras: list[AdapterRef] = []
+        if (recipe.loras or recipe.vae) and model.demo:
+            warnings.append("LoRAs/VAE of the style are not applied to the demo model (random weights)")
+        elif (recipe.loras or recipe.vae) and recipe_family is not None and recipe_family != model.family:
+            warnings.append(
+                f"style's LoRAs/VAE target {recipe_family} but model {model.name!r} is {model.family}; skipped"
+            )
+        else:
+            style_loras = self._style_loras(recipe, model, warnings)
+        unique = {ref.name: ref for ref in [*style_loras, *self._requested_loras(requested, model)]}
+        loras = list(unique.values())
+        if not recipe.vae or model.demo or (recipe_family is not None and recipe_family != model.family):
+            return tuple(loras), None
         vae = None
         if recipe.vae:
             path = self.catalog.adapter("vae", recipe.vae)
@@ -248,6 +288,60 @@ class Resolver:
         sha = self._pinned("hr_upscaler", "upscaler", name, (LATENT_UPSCALER, LANCZOS))
         return hires.model_copy(update={"hr_upscaler_sha256": sha})
 
+    def _refine(self, mode: Mode, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults,
+                model: ModelRef, warnings: list[str]) -> Refine | None:
+        """The SDXL refiner hand-off (request > style > default), pinned to an installed refiner; or None.
+
+        Also refuses a refiner as the main model where it cannot start from noise:
+        it only finishes partly denoised images (img2img).
+        """
+        from brushwork.models.loading import check_shapes, family_and_variant
+
+        if model.variant == "refiner" and mode != "img2img":
+            raise InvalidRequest("model", f"{model.name!r} is an SDXL refiner: it only finishes images (img2img with "
+                                          "an init image); use it as --refiner with an SDXL base model instead")
+        if request.refine.is_empty() and recipe.refine.refiner is None:
+            return None
+        from_request = not request.refine.is_empty()
+        where = "" if from_request else "the style's "
+        problem = None
+        if mode != "txt2img":
+            problem = f"{where}refiner applies to txt2img only, not {mode}"
+        elif model.family != "sdxl" or model.variant != "base":
+            problem = (f"{where}refiner hands over from an SDXL base model; {model.name!r} is "
+                       f"{'an SDXL ' + model.variant if model.family == 'sdxl' else model.family} model")
+        if problem is not None:
+            if from_request:
+                raise InvalidRequest("refiner", problem)
+            warnings.append(f"{problem}; skipped")
+            return None
+        refine = merge(Refine, request.refine, recipe.refine, defaults.refine)
+        name = refine.refiner
+        if request.refine.refiner is None and request.refine.refiner_switch is not None and name is None:
+            raise InvalidRequest("refiner", "refiner_switch needs a refiner (--refiner NAME)")
+        checkpoints = self.catalog.checkpoints()
+
+        def variant_of(entry: CatalogEntry) -> str | None:
+            if entry.demo or entry.family not in (None, "sdxl") or not self.catalog.is_installed(entry):
+                return None
+            try:
+                return family_and_variant(self.catalog.locate(entry), entry.family)[1]
+            except (ModelUnavailable, InvalidRequest):
+                return None
+
+        def refiners() -> list[str]:
+            return [n for n, e in checkpoints.items() if variant_of(e) == "refiner"]
+
+        if name not in checkpoints:
+            raise NotFound("refiner", str(name), refiners(), what="SDXL refiner")
+        entry = checkpoints[name]
+        path = self.catalog.locate(entry)
+        if family_and_variant(path, entry.family)[1] != "refiner":
+            installed = ", ".join(sorted(refiners())) or "(none installed)"
+            raise InvalidRequest("refiner", f"{name!r} is not an SDXL refiner; refiners: {installed}")
+        check_shapes(path, entry.config)
+        return refine.model_copy(update={"refiner_sha256": self.catalog.sha256(path)})
+
     def _post(self, request: GenerationRequest, recipe: Recipe, defaults: FamilyDefaults) -> Post | None:
         post = merge(Post, request.post, recipe.post, defaults.post)
         if post.is_empty():
@@ -270,10 +364,50 @@ class Resolver:
             raise InvalidRequest("clip_skip", f"must be between 1 and {layers - 1} for model {model.name!r} "
                                               f"(its text encoder has {layers} layers), got {clip_skip}")
 
+    def _embeddings(self, prompt: str, negative_prompt: str, request: GenerationRequest, model: ModelRef,
+                    warnings: list[str]) -> tuple[AdapterRef, ...]:
+        """Textual-inversion embeddings the prompts use by name (A1111's way), pinned to their files.
+
+        One made for another family is an error when the user typed its name, and a warning
+        (the name stays plain words, as in A1111) when it came from a style's template.
+        """
+        installed = list(self.catalog.scan("embedding"))
+        if not installed:
+            return ()
+        from brushwork.contract.prompt_syntax import embedding_names
+        from brushwork.models.embedding_files import (
+            family_problem,
+            read_embedding_shape,
+        )
+
+        used = embedding_names(prompt, installed)
+        used += [name for name in embedding_names(negative_prompt, installed) if name not in used]
+        typed = set(embedding_names(request.prompt, used)) | set(embedding_names(request.negative_prompt or "", used))
+        refs = []
+        for name in used:
+            path = self.catalog.adapter("embedding", name)  # refuses a pickle unless allowed
+            assert path is not None
+            try:
+                problem = family_problem(read_embedding_shape(path).widths, model.family)
+            except ValueError as exc:
+                raise ModelUnavailable(f"embedding {name!r} ({path.name}): {exc}") from None
+            if problem:
+                if name in typed:
+                    raise InvalidRequest("prompt", f"embedding {name!r} ({path.name}) cannot serve model "
+                                                   f"{model.name!r}: {problem}")
+                warnings.append(f"embedding {name!r} of the style is not used: {problem}")
+                continue
+            sha = self.catalog.sha256(path)
+            refs.append(AdapterRef(name=name, sha256=sha, short_hash=short_hash(sha)))
+        return tuple(refs)
+
     # -- the whole request ------------------------------------------------------------------
 
     def resolve(self, request: GenerationRequest) -> Plan:
         validate_request(request, self.limits)
+        check_prompt_syntax("prompt", request.prompt)
+        if request.negative_prompt:
+            check_prompt_syntax("negative_prompt", request.negative_prompt)
         spec, recipe = self.registry.recipe(request.prompt, request.style, request.type)
         warnings: list[str] = []
         checkpoints = self.catalog.checkpoints()
@@ -281,7 +415,11 @@ class Resolver:
         entry = self.model_entry(model_name)
         model = self.model_ref(entry, by_path=model_name not in checkpoints)
         recipe_entry = checkpoints.get(recipe.model)
-        loras, vae = self._adapters(recipe, model, recipe_entry.family if recipe_entry else None, warnings)
+        prompt, tagged = extract_lora_tags(recipe.prompt)
+        negative_prompt = request.negative_prompt if request.negative_prompt is not None else recipe.negative_prompt
+        refuse_tags("negative_prompt", negative_prompt)
+        loras, vae = self._adapters(recipe, model, recipe_entry.family if recipe_entry else None, warnings,
+                                    [*(request.loras or ()), *tagged])
         defaults = FAMILY_DEFAULTS[model.family]
         mode = mode_of(request)
         sampling = merge(Sampling, request.sampling, recipe.sampling, defaults.sampling)
@@ -295,9 +433,8 @@ class Resolver:
                 style=spec.name,
                 style_type=request.type,
                 model=model,
-                prompt=recipe.prompt,
-                negative_prompt=request.negative_prompt if request.negative_prompt is not None
-                else recipe.negative_prompt,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
                 seeds=seeds_for(request.seed, request.batch_size),
                 sampling=sampling,
                 size=size,
@@ -306,9 +443,12 @@ class Resolver:
                 outpaint=outpaint,
                 controls=self._controls(request, recipe, init, model.family),
                 hires=self._hires(mode, request, recipe, defaults, warnings),
+                refine=self._refine(mode, request, recipe, defaults, model, warnings),
                 post=self._post(request, recipe, defaults),
                 loras=loras,
                 vae=vae,
+                embeddings=self._embeddings(prompt, negative_prompt, request, model, warnings),
+                prompt_syntax="a1111",
                 warnings=tuple(warnings),
             )
         except ValidationError as exc:  # only a style can get here: requests were checked above

@@ -7,6 +7,7 @@ means. Pure data: no torch import until `build`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,15 @@ class SchedulerSpec:
         extra: dict[str, Any] = dict(self.options)
         if self.per_image_noise_seed and seeds:
             extra["noise_sampler_seed"] = list(seeds)
-        return cls.from_config(base_config, **extra)
+        # A scheduler of another kind than the model's (LCM from an SD config) warns on every run that it
+        # ignores the other kind's keys (skip_prk_steps...); that is expected, so it is not shown.
+        logger = logging.getLogger("diffusers.configuration_utils")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return cls.from_config(base_config, **extra)
+        finally:
+            logger.setLevel(level)
 
 
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
@@ -49,6 +58,10 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("Heun", "HeunDiscreteScheduler"),
         SchedulerSpec("UniPC", "UniPCMultistepScheduler"),
         SchedulerSpec("LCM", "LCMScheduler"),
+        # A1111's "SGM Uniform" schedule is diffusers' trailing timestep spacing: with 1-4 steps the default
+        # "leading" spacing of SD configs starts far below full noise (1 step would start at t=1).
+        SchedulerSpec("Euler SGM Uniform", "EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
+        SchedulerSpec("Euler a SGM Uniform", "EulerAncestralDiscreteScheduler", {"timestep_spacing": "trailing"}),
     )
 }
 assert set(SCHEDULERS) == set(SAMPLERS), "every contract sampler needs a scheduler"

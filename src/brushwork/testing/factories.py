@@ -1,5 +1,5 @@
 """Factories for tiny test models: the pipelines (from `brushwork.models.tiny`, which the demo
-model uses too), single-file exports, LoRAs and VAEs.
+model uses too), single-file exports, LoRAs (`brushwork.models.tiny_lora`) and VAEs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from brushwork.models.tiny import (  # noqa: F401  (re-exported for tests and be
     tiny_tokenizer,
     tiny_vae,
 )
+from brushwork.models.tiny_lora import save_tiny_lora  # noqa: F401  (re-exported)
 
 
 def save_single_file(pipe: Any, path: Path) -> Path:
@@ -27,29 +28,6 @@ def save_single_file(pipe: Any, path: Path) -> Path:
     from brushwork.testing.ldm_export import save_single_file as export
 
     return export(pipe, path)
-
-
-def save_tiny_lora(pipe: Any, path: Path, rank: int = 4, seed: int = 1) -> Path:
-    """A random LoRA for `pipe`'s UNet attention layers, saved in diffusers' LoRA format.
-
-    `pipe` is left unchanged: the adapter is added, exported and deleted again.
-    """
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        pipe.unet.add_adapter(config, adapter_name="export")
-    try:
-        layers = get_peft_model_state_dict(pipe.unet, adapter_name="export")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        type(pipe).save_lora_weights(str(path.parent), unet_lora_layers=layers, weight_name=path.name,
-                                     safe_serialization=True)
-    finally:
-        pipe.unet.delete_adapters("export")
-    return path
 
 
 def save_tiny_vae(folder: Path, seed: int = 1) -> Path:

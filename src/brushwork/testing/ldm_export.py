@@ -32,6 +32,7 @@ __all__ = [
     "SD15_CLIP_PREFIX",
     "SDXL_CLIP_L_PREFIX",
     "SDXL_OPEN_CLIP_PREFIX",
+    "SDXL_REFINER_OPEN_CLIP_PREFIX",
     "unet_to_ldm",
     "vae_to_ldm",
     "clip_to_ldm",
@@ -45,6 +46,7 @@ VAE_PREFIX = "first_stage_model."
 SD15_CLIP_PREFIX = "cond_stage_model.transformer."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_OPEN_CLIP_PREFIX = "conditioner.embedders.0.model."
 
 _UNET_RESNET_RENAMES = (
     ("norm1.", "in_layers.0."),
@@ -261,13 +263,16 @@ def pipeline_to_ldm_state_dict(pipe: Any) -> dict[str, torch.Tensor]:
     `pipe` is a StableDiffusion(XL)(Inpaint)Pipeline or anything with `unet`, `vae`,
     `text_encoder` (and `text_encoder_2` for SDXL) attributes, e.g. a
     SimpleNamespace of meta-device models. SDXL is recognised by a non-None
-    `text_encoder_2`.
+    `text_encoder_2`, its refiner by `text_encoder` None.
     """
     state: dict[str, torch.Tensor] = {}
     state.update(unet_to_ldm(pipe.unet))
     state.update(vae_to_ldm(pipe.vae))
     text_encoder_2 = getattr(pipe, "text_encoder_2", None)
-    if text_encoder_2 is None:
+    if text_encoder_2 is not None and getattr(pipe, "text_encoder", None) is None:
+        # SDXL's refiner: OpenCLIP bigG alone, first (index 0) in its conditioner.
+        state.update(open_clip_to_ldm(text_encoder_2, SDXL_REFINER_OPEN_CLIP_PREFIX))
+    elif text_encoder_2 is None:
         state.update(clip_to_ldm(pipe.text_encoder, SD15_CLIP_PREFIX))
     else:
         state.update(clip_to_ldm(pipe.text_encoder, SDXL_CLIP_L_PREFIX))

@@ -62,6 +62,7 @@ class RunContext:
     open_image: Callable[[AssetRef], Any]  # RGB PIL image from the asset store
     open_mask: Callable[[AssetRef], Any]  # "L" PIL image from the asset store
     upscale_image: Callable[[Any, str, float, str | None], Any]  # (image, upscaler, scale, sha256) → image
+    refiner: Callable[[], Any] | None = None  # the Plan's SDXL refiner over the base's VAE/text encoder 2; None: none
     images_per_prompt: int = 1  # the Plan's batch size for one prompt; 1 when each image has its own prompt
     extra: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what had to be done differently; ends up in Result.notes
@@ -78,21 +79,31 @@ class RunContext:
 
         `control` holds the ControlNet arguments (images, scales, start/end) or is
         None for a pass without ControlNet. Returns the pipeline output's `.images`.
+        With a float16 VAE the images are decoded by `engine.decode` (float32 retry
+        on NaN/inf, recorded in `notes`); any other pass is diffusers' own, unchanged.
         """
+        from brushwork.engine.decode import safe_images
+
         pipe = self.pipeline(role, bool(control))
         pipe.scheduler = self.new_scheduler()
+        output_type = kwargs.pop("output_type", "pil")
         self.tracker.begin(stage)
-        output = pipe(
-            **self.prompt_kwargs,
-            **(control or {}),
-            **kwargs,
-            num_inference_steps=steps or self.plan.steps,
-            guidance_scale=self.plan.cfg,
-            num_images_per_prompt=self.images_per_prompt,
-            generator=self.generators,
-            callback_on_step_end=self.diffusers_callback,
-        )
-        return output.images
+
+        def run(kind: str) -> Any:
+            return pipe(
+                **self.prompt_kwargs,
+                **(control or {}),
+                **kwargs,
+                output_type=kind,
+                num_inference_steps=steps or self.plan.steps,
+                guidance_scale=self.plan.cfg,
+                num_images_per_prompt=self.images_per_prompt,
+                generator=self.generators,
+                callback_on_step_end=self.diffusers_callback,
+            )
+
+        return safe_images(pipe, run, output_type=output_type, sdxl=self.plan.model.family == "sdxl",
+                           seeds=self.plan.seeds, stage=stage, notes=self.notes, kwargs=kwargs)
 
 
 Runner = Callable[[Plan, RunContext], list[Any]]
