@@ -20,6 +20,7 @@ from brushwork.contract.params import (
     Size,
     missing_fields,
 )
+from brushwork.contract.family_rules import check_family
 from brushwork.contract.samplers import canonical_sampler
 from brushwork.errors import InvalidRequest
 from brushwork.plan import SEED_MAX, Plan
@@ -113,6 +114,7 @@ def validate_plan(plan: Plan, limits: Limits) -> None:
     if len(plan.loras) > limits.max_loras:
         raise InvalidRequest("lora", f"{len(plan.loras)} LoRAs; the limit is {limits.max_loras}")
     _check_post(plan, limits)
+    check_family(plan)  # what the model family cannot do (e.g. FLUX.1: samplers, negative prompt)
 
 
 def _check_controls(plan: Plan) -> None:

@@ -106,6 +106,10 @@ def prompt_kwargs(pipe: Any, plan: Plan, *, force_chunked: bool = False) -> dict
     positive prompt only, and for SD 1.5 reaches for `text_encoder.text_model`,
     which transformers 5 no longer has. A1111 skips layers for both prompts.
     """
+    if plan.model.family == "flux":
+        from brushwork.engine.flux_prompts import flux_prompt_kwargs
+
+        return flux_prompt_kwargs(pipe, plan)
     if not force_chunked and plan.clip_skip == 1 and not needs_chunking(pipe, plan):
         return {
             "prompt": plan.prompt,

@@ -44,6 +44,7 @@ from brushwork.plan import (
     invalid_from_validation,
 )
 from brushwork.resolve.defaults import FAMILY_DEFAULTS, FamilyDefaults
+from brushwork.resolve.family_fit import fit_plan, fit_sampling
 from brushwork.resolve.request import mode_of, seeds_for, validate_request
 from brushwork.styles.recipe import Recipe
 from brushwork.styles.registry import StyleRegistry
@@ -286,6 +287,8 @@ class Resolver:
         mode = mode_of(request)
         sampling = merge(Sampling, request.sampling, recipe.sampling, defaults.sampling)
         sampling = sampling.model_copy(update={"sampler": canonical_sampler(sampling.sampler or "")})
+        sampling = fit_sampling(model.family, request.sampling, sampling, defaults.sampling,
+                                recipe_entry.family if recipe_entry else None, warnings)
         self._check_clip_skip(sampling.clip_skip or 1, model, entry)
         init, mask, outpaint = self._image_groups(mode, request, recipe, defaults)
         size, outpaint = self._size(mode, request, recipe, defaults, init, outpaint)
@@ -313,6 +316,7 @@ class Resolver:
             )
         except ValidationError as exc:  # only a style can get here: requests were checked above
             raise invalid_from_validation(exc) from None
+        plan = fit_plan(plan, request)  # what the style gives that the family cannot use (FLUX.1)
         validate_plan(plan, self.limits)  # the style's values obey the same limits as the user's
         return plan
 
