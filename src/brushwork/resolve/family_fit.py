@@ -32,6 +32,9 @@ def fit_sampling(family: str, requested: Sampling, merged: Sampling, defaults: S
             merged = merged.model_copy(update=replaced)
     check_sampler(family, merged.sampler or "")
     check_clip_skip(family, merged.clip_skip or 1)
+    if family == "flux" and merged.cfg:
+        warnings.append(f"cfg {merged.cfg:g} is FLUX.1's distilled guidance (guidance_scale): guidance-distilled "
+                        "models (FLUX.1-dev) read it, FLUX.1-schnell ignores it")
     return merged
 
 
@@ -46,9 +49,9 @@ def fit_plan(plan: Plan, request: GenerationRequest) -> Plan:
         source = "your" if request.negative_prompt else "the style's"
         warnings.append(f"{name} take no negative prompt: {source} negative prompt is not used")
         update["negative_prompt"] = ""
+    if not rules.adapters and request.loras:
+        raise InvalidRequest("lora", f"LoRAs are not supported for {name} yet")
     if not rules.adapters and (plan.loras or plan.vae or plan.embeddings):
-        if request.loras:
-            raise InvalidRequest("lora", f"LoRAs are not supported for {name} yet")
         warnings.append(f"the style's LoRAs/VAE/embeddings are not applied: not supported for {name} yet")
         update.update(loras=(), vae=None, embeddings=())
     if not rules.controlnet and plan.controls and request.controls is None:
