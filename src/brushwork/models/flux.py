@@ -14,7 +14,7 @@ the transformer are not read.
 
 diffusers 0.42's `convert_flux_transformer_checkpoint_to_diffusers` hard-codes
 the full-size width (3072), so brushwork converts BFL names itself, with the
-sizes read from the file; `tests/models/test_flux.py` pins the result to
+sizes read from the file; `tests/models/test_flux_models.py` pins the result to
 diffusers' converter at full size. Nothing heavy is imported at module import.
 """
 

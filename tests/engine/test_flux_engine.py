@@ -96,3 +96,10 @@ def test_single_file_gives_the_same_pixels_as_the_folder(shared_api):
     # ≤ 1: the folder's weights are memory-mapped at unaligned offsets, which changes float rounding slightly
     assert np.abs(px(from_file) - px(from_folder)).max() <= 1
 
+
+
+def test_live_previews_are_skipped_for_packed_flux_latents(shared_api):
+    plan = shared_api.plan("a red fox", model="tinyflux", steps=2, **FAST)
+    events = []
+    shared_api.engine.run_batch([plan], lambda _member, event: events.append(event), preview_every=1)
+    assert len(events) >= 2 and all(event.preview is None for event in events)
