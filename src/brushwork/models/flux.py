@@ -40,8 +40,8 @@ FLUX_IN_CHANNELS = 64  # 16 latent channels x 2x2 patches
 COMPANION_HINT = (
     "a FLUX.1 single file holds the transformer only: set models.NAME.config to a diffusers FLUX.1 folder with "
     "text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, vae/, scheduler/ and model_index.json (e.g. "
-    "`hf download black-forest-labs/FLUX.1-schnell --exclude 'transformer/*' '*.safetensors' --include "
-    "'*/*.safetensors' '*.json' '*/*.json' '*/*.model'`, or any complete FLUX.1 diffusers folder)"
+    "`hf download black-forest-labs/FLUX.1-schnell --exclude 'transformer/*' 'flux1-schnell.safetensors' "
+    "'ae.safetensors'`, or any complete FLUX.1 diffusers folder)"
 )
 
 
