@@ -40,6 +40,8 @@ class TinyModels:
     controlnet: Path
     controlnet_sdxl: Path
     upscaler: Path
+    flux_folder: Path | None = None  # FLUX.1-schnell layout, catalog name "tinyflux"
+    flux_single: Path | None = None  # its transformer as a BFL single file; "tinyflux-single" (companion: the folder)
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +56,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         save_single_file,
         save_tiny_lora,
         save_tiny_vae,
+        tiny_flux_pipeline,
         tiny_sd15_inpaint_pipeline,
         tiny_sd15_pipeline,
         tiny_sdxl_pipeline,
     )
+    from brushwork.testing.flux_export import save_flux_single_file
     from brushwork.testing.upscalers import save_tiny_esrgan
 
     root = tmp_path_factory.mktemp("tiny")
@@ -85,8 +89,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     save_tiny_lora(sdxl, loras / "tinylora-xl-kohya.safetensors", seed=4, text_encoder=True, layout="kohya")
     save_tiny_vae(root / "models" / "vae" / "tinyvae")
     upscaler = save_tiny_esrgan(root / "models" / "upscalers" / "tiny2x.safetensors", scale=2)
+    flux = tiny_flux_pipeline(root / "tokflux")
+    flux_folder = save_pipeline(flux, checkpoints / "tinyflux")
+    flux_single = save_flux_single_file(flux, singles / "tinyflux-single.safetensors")
     return TinyModels(root / "home", root / "models", sd15_folder, sd15_single, sdxl_folder, sdxl_single, lora,
-                      controlnet, controlnet_sdxl, upscaler)
+                      controlnet, controlnet_sdxl, upscaler, flux_folder, flux_single)
 
 
 def _make_settings(tiny: TinyModels, tmp_path: Path, **overrides: object):  # -> Settings
@@ -96,6 +103,9 @@ def _make_settings(tiny: TinyModels, tmp_path: Path, **overrides: object):  # ->
         "tiny-single": ModelSource(source=str(tiny.sd15_single), family="sd15", config=str(tiny.sd15_folder)),
         "tiny-sdxl-single": ModelSource(source=str(tiny.sdxl_single), family="sdxl", config=str(tiny.sdxl_folder)),
     }
+    if tiny.flux_single is not None:
+        models["tinyflux-single"] = ModelSource(source=str(tiny.flux_single), family="flux",
+                                                config=str(tiny.flux_folder))
     values: dict[str, object] = {
         "home": tiny.home,  # shared: the demo model and hash cache are built once per session
         "models_dir": tiny.models_dir,

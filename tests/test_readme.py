@@ -104,7 +104,8 @@ def test_lora_prompt_and_few_step_commands_run_as_written(tiny_models, tmp_path:
     assert sum(line.startswith(".venv/bin/brushwork generate") for line in lines) >= 8
     home = tmp_path / "home"
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(home))  # the default models folder is ~/.cache/brushwork/models
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))  # the default models folder: a fresh one
     for name in ("BRUSHWORK_HOME", "BRUSHWORK_MODELS_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BRUSHWORK_STYLES_DIR", str(tmp_path / "styles"))
@@ -112,7 +113,7 @@ def test_lora_prompt_and_few_step_commands_run_as_written(tiny_models, tmp_path:
     for line in lines:
         args = shlex.split(line)
         if args[0] == ".venv/bin/python":
-            done = subprocess.run([sys.executable, *args[1:]], env={**os.environ, "HOME": str(home)},
+            done = subprocess.run([sys.executable, *args[1:]], env=dict(os.environ),
                                   capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, (line, done.stderr[-2000:])
             continue
@@ -125,4 +126,4 @@ def test_lora_prompt_and_few_step_commands_run_as_written(tiny_models, tmp_path:
     texts = [Image.open(path).text["parameters"] for path in outputs]
     assert sum('Lora hashes: "demo-lora: ' in text for text in texts) == 3
     assert any("(lighthouse:1.3)" in text for text in texts)
-    assert any('TI hashes: "tinyemb: ' in text for text in texts)
+    assert any('TI hashes: "tinyemb: ' in text for text in texts), [t[:80] for t in texts]

@@ -79,6 +79,16 @@ def test_generate_waits_and_returns_base64_or_urls(serve):
     assert as_url["images"][0].startswith("http") and as_url["job"]["status"] == "succeeded"
 
 
+def test_loras_by_field_and_by_tag_are_the_same_job(serve):
+    http = serve()
+    by_field = http.post("/v1/jobs", json={"prompt": "a fox", **FAST, "loras": [{"name": "tinylora", "weight": 0.5}]})
+    assert by_field.status_code in (200, 202), by_field.text
+    job = wait_done(http, by_field.json()["id"])
+    assert job["status"] == "succeeded" and job["plan"]["loras"][0]["name"] == "tinylora"
+    by_tag = http.post("/v1/jobs", json={"prompt": "a fox <lora:tinylora:0.5>", **FAST}).json()
+    assert by_tag["images"] == job["images"]  # the same Plan: answered from storage
+
+
 def test_an_identical_request_is_answered_from_storage_without_running(serve):
     fake = FakeClient()
     http = serve(fake)
@@ -107,6 +117,12 @@ def test_input_images_travel_as_base64(serve):
     ({"prompt": "a fox", **FAST, "init_image": "%%%"}, "init_image", "not valid base64"),
     ({"prompt": "a fox", **FAST, "init_image": base64.b64encode(b"not an image").decode()}, "init_image", "not"),
     ({"prompt": "a fox", **FAST, "steps": "many"}, "steps", ""),
+    ({"prompt": "a fox <lora:nosuch:0.5>", **FAST}, "lora", "unknown LoRA 'nosuch'; valid: demo-lora, tinylora"),
+    ({"prompt": "a fox <lora:tinylora:abc>", **FAST}, "prompt", "the weight 'abc' is not a number"),
+    ({"prompt": "a fox", **FAST, "loras": [{"name": "tinylora", "weight": 9}]}, "lora", "between -5 and 5"),
+    ({"prompt": "a (fox", **FAST}, "prompt", "is never closed"),
+    ({"prompt": "a fox", **FAST, "refiner": "nosuch"}, "refiner", "hands over from an SDXL base model; 'tiny-sd15' "
+                                                                  "is an SD 1.5 model"),
 ])
 def test_bad_requests_are_422_naming_the_field(serve, body, field, fragment):
     http = serve(FakeClient())

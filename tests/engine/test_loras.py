@@ -211,3 +211,10 @@ def test_the_demo_lora_builds_in_a_fresh_home_the_same_every_time(tmp_path):
     first = ensure_demo_lora(tmp_path / "one")  # builds the demo model first, then the LoRA
     second = ensure_demo_lora(tmp_path / "two")
     assert sha256_file(first) == sha256_file(second)  # same file on every machine: Plans replay anywhere
+
+
+def test_flux_refuses_lora_tags_and_warns_that_emphasis_is_plain_text(shared_api):
+    with pytest.raises(InvalidRequest, match="lora: LoRAs are not supported for FLUX.1 models yet"):
+        shared_api.plan("a lamp <lora:tinylora>", model="tinyflux", width=64, height=64)
+    plan = shared_api.plan("a (lamp:1.3)", model="tinyflux", width=64, height=64)
+    assert any("emphasis like (word:1.2) is not applied" in warning for warning in plan.warnings)

@@ -203,7 +203,7 @@ def test_full_size_refiner_layout_fits_the_shipped_refiner_configs(tmp_path):
     ({"refiner": "nope"}, NotFound, "refiner", "unknown SDXL refiner 'nope'; valid: tiny-refiner, tiny-refiner-single"),
     ({"refiner": "tiny-sdxl"}, InvalidRequest, "refiner",
      "'tiny-sdxl' is not an SDXL refiner; refiners: tiny-refiner, tiny-refiner-single"),
-    ({"refiner": "tiny-refiner", "model": "tiny-sd15"}, InvalidRequest, "refiner", "is sd15 model"),
+    ({"refiner": "tiny-refiner", "model": "tiny-sd15"}, InvalidRequest, "refiner", "is an SD 1.5 model"),
     ({"refiner": "tiny-refiner", "init_image": "picture"}, InvalidRequest, "refiner", "txt2img only, not img2img"),
     ({"refiner": "tiny-refiner", "refiner_switch": 0}, InvalidRequest, "refiner_switch", "greater than 0"),
     ({"refiner": "tiny-refiner", "refiner_switch": 1.5}, InvalidRequest, "refiner_switch", "at most 1"),
@@ -287,7 +287,11 @@ def test_cli_generate_with_a_refiner_and_its_bad_inputs(refiner_models, tmp_path
     from typer.testing import CliRunner
 
     from brushwork.cli.main import app
-    from brushwork.post.metadata import PARAMETERS_KEY, parse_a1111_parameters, read_text_chunks
+    from brushwork.post.metadata import (
+        PARAMETERS_KEY,
+        parse_a1111_parameters,
+        read_text_chunks,
+    )
 
     monkeypatch.setenv("BRUSHWORK_HOME", str(refiner_models.home))
     monkeypatch.setenv("BRUSHWORK_MODELS_DIR", str(refiner_models.models_dir))

@@ -76,6 +76,8 @@ ROWS = [
         "tiny-sdxl"),
     Row("sdxl-inpaint", "inpaint", _inpaint, "tiny-sdxl"),
     Row("sdxl-img2img-hires-free", "img2img", _init, "tiny-sdxl"),
+    Row("flux-txt2img", "txt2img", lambda api: {"sampler": "Euler", "cfg": 0.0}, "tinyflux"),
+    Row("flux-img2img", "img2img", lambda api: {**_init(api), "sampler": "Euler", "cfg": 0.0}, "tinyflux"),
 ]
 
 
@@ -86,8 +88,8 @@ def test_every_mode_in_the_runner_table_has_a_row():
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 def test_runner_contract(shared_api, row: Row, tmp_path):
     base = {k: v for k, v in BASE.items() if row.mode != "outpaint" or k not in ("width", "height")}
-    plan = shared_api.plan("a red fox in the snow", model=row.model, seed=11, batch_size=2, **base,
-                           **row.fields(shared_api))
+    plan = shared_api.plan("a red fox in the snow", model=row.model, seed=11, batch_size=2,
+                           **{**base, **row.fields(shared_api)})  # a row's fields override the base
     assert plan.mode == row.mode
     assert Plan.from_json(plan.to_json()) == plan
 

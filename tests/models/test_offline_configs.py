@@ -213,7 +213,8 @@ def test_materialize_rejects_unknown_family(tmp_path: Path) -> None:
 def test_family_of_pipeline_config(tmp_path: Path) -> None:
     assert family_of_pipeline_config(shipped_config_dir("sd15")) == "sd15"
     assert family_of_pipeline_config(shipped_config_dir("sdxl")) == "sdxl"
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    assert family_of_pipeline_config(shipped_config_dir("flux")) == "flux"
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
     with pytest.raises(ValueError, match="StableDiffusionPipeline.*StableDiffusionXLPipeline"):
         family_of_pipeline_config(tmp_path)
     with pytest.raises(ValueError, match="cannot read"):
@@ -264,6 +265,12 @@ def test_detect_family_supported() -> None:
     assert detect_family(shapes) == "sd15"
 
 
+@pytest.mark.parametrize("key", ["model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale",
+                                 "double_blocks.0.img_attn.norm.key_norm.scale"])
+def test_detect_family_knows_flux_transformers_in_bfl_and_comfyui_layout(key: str) -> None:
+    assert detect_family([key]) == "flux"
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
@@ -274,8 +281,6 @@ def test_detect_family_supported() -> None:
         ),
         (SDXL_KEYS + ["edm_mean"], "Playground"),
         (SD15_KEYS + ["v_pred"], "v-prediction"),
-        (["model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale"], "Flux"),
-        (["double_blocks.0.img_attn.norm.key_norm.scale"], "Flux"),
         (["joint_blocks.0.context_block.adaLN_modulation.1.bias"], "Stable Diffusion 3"),
         (["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "LoRA"),
         (["conv_in.weight", "down_blocks.0.resnets.0.conv1.weight"], "diffusers-format"),

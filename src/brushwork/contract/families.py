@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Family = Literal["sd15", "sdxl"]
+Family = Literal["sd15", "sdxl", "flux"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 
 # A text-to-image UNet (4 input channels), a dedicated inpainting one (9: latents + masked image + mask),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 
 from brushwork.config import Limits
+from brushwork.contract.family_rules import check_family
 from brushwork.contract.params import (
     GROUPS,
     LANCZOS,
@@ -115,6 +116,7 @@ def validate_plan(plan: Plan, limits: Limits) -> None:
     if len(plan.loras) > limits.max_loras:
         raise InvalidRequest("lora", f"{len(plan.loras)} LoRAs; the limit is {limits.max_loras}")
     _check_post(plan, limits)
+    check_family(plan)  # what the model family cannot do (e.g. FLUX.1: samplers, negative prompt)
 
 
 def _check_controls(plan: Plan) -> None:
@@ -163,7 +165,7 @@ def _check_refine(plan: Plan) -> None:
         return
     if plan.model.family != "sdxl":
         raise InvalidRequest("refiner", f"a refiner hands over from an SDXL base model; {plan.model.name!r} "
-                                        f"is {plan.model.family}")
+                                        f"is a {plan.model.family} model")
     if refine.refiner_sha256 is None:
         raise InvalidRequest("refiner", f"{refine.refiner!r} is not pinned to a file hash")
 

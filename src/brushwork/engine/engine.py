@@ -316,7 +316,8 @@ class Engine:
             images_per_prompt=plan.batch_size if single else 1,
             pipeline=lambda role, control: self._view(plan, base, role, control),
             # A fresh sampler per pass, from the model's own config: nothing leaks between runs.
-            new_scheduler=lambda: scheduler_for(plan.sampler).build(loaded_pipeline.scheduler_config, plan.seeds),
+            new_scheduler=lambda: scheduler_for(plan.sampler, plan.model.family).build(
+                loaded_pipeline.scheduler_config, plan.seeds),
             open_image=self.assets.open_rgb,
             open_mask=self.assets.open_mask,
             upscale_image=self.upscale_image,

@@ -296,12 +296,17 @@ def prompt_kwargs(pipe: Any, plan: Plan, *, force_chunked: bool = False,
     """
     if plan.prompt_syntax == "a1111":
         parsed = (parse_attention(plan.prompt), parse_attention(plan.negative_prompt))
-        if plan.embeddings or any(has_weighting(segments) for segments in parsed):
+        weighted = plan.embeddings or any(has_weighting(segments) for segments in parsed)
+        if weighted and plan.model.family != "flux":  # Flux's T5 reads plain text: emphasis is dropped
             if plan.embeddings and embeddings is None:
                 raise ValueError("this Plan names embeddings: pass the engine's embedding lookup")
             loaded = [embeddings(ref) for ref in plan.embeddings] if embeddings is not None else []
             return _weighted_kwargs(pipe, plan, parsed, loaded)
         plan = plan.model_copy(update={"prompt": unescaped(parsed[0]), "negative_prompt": unescaped(parsed[1])})
+    if plan.model.family == "flux":
+        from brushwork.engine.flux_prompts import flux_prompt_kwargs
+
+        return flux_prompt_kwargs(pipe, plan)
     return _plain_kwargs(pipe, plan, force_chunked)
 
 

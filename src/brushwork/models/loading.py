@@ -230,6 +230,8 @@ def load_pipeline(
 
     from brushwork.models.offline_configs import materialize_config_dir
 
+    if family == "flux":
+        return _load_flux(path, torch_dtype, config)
     cls = getattr(diffusers, PIPELINE_CLASSES[(family, variant)])
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True, **(components or {})}
     if family == "sd15":
@@ -247,6 +249,20 @@ def load_pipeline(
                 return cls.from_pretrained(str(path), **kwargs)
             config_dir = config or materialize_config_dir(family, home, variant)
             return cls.from_single_file(str(path), config=str(config_dir), **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+        problem = pickle_problem(exc) or f"{type(exc).__name__}: {first_line(exc)}"
+        raise ModelUnavailable(f"could not load {path}: {problem}") from exc
+
+
+def _load_flux(path: Path, torch_dtype: Any, config: Path | None) -> Any:
+    """FLUX.1: checked like the others, loaded by `brushwork.models.flux` (a single file needs its companion folder)."""
+    from brushwork.models.flux import load_flux_pipeline
+
+    found = family_and_variant(path) if path.is_dir() else _check_single(path, config)
+    if found[0] != "flux":
+        raise ModelUnavailable(f"{path.name} holds an {_label(*found)} model, not a FLUX.1 model")
+    try:
+        return load_flux_pipeline(path, torch_dtype=torch_dtype, config=config)
     except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
         problem = pickle_problem(exc) or f"{type(exc).__name__}: {first_line(exc)}"
         raise ModelUnavailable(f"could not load {path}: {problem}") from exc

@@ -38,6 +38,7 @@ from typing import Any
 
 from brushwork.contract.families import FAMILIES, VARIANTS, Family, Variant
 from brushwork.models.clip_vocab import bpe_file_path, write_clip_tokenizer_files
+from brushwork.models.flux import is_flux_layout, refuse_relatives
 
 __all__ = [
     "Family",
@@ -74,6 +75,7 @@ PIPELINE_CLASSES: dict[tuple[Family, Variant], str] = {
     ("sd15", "inpaint"): "StableDiffusionInpaintPipeline",
     ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
     ("sdxl", "refiner"): "StableDiffusionXLImg2ImgPipeline",
+    ("flux", "base"): "FluxPipeline",  # FLUX.1 loads through brushwork.models.flux
 }
 # UNet input channels of each variant: latent (4) / latent + masked-image latent (4) + mask (1).
 IN_CHANNELS: dict[Variant, int] = {"base": 4, "inpaint": 9}
@@ -110,7 +112,6 @@ KEY_VAE = "first_stage_model.decoder.conv_out.weight"
 
 # Recognisable layouts we do not support, to name them in the error.
 _OTHER_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Flux", ("double_blocks.0.img_attn.norm.key_norm.scale",)),
     ("Stable Diffusion 3", ("joint_blocks.0.context_block.adaLN_modulation.1.bias",)),
     ("Stable Cascade", ("clip_txt_mapper.weight", "down_blocks.1.0.channelwise.0.weight")),
     ("a ControlNet", ("control_model.time_embed.0.weight", "controlnet_cond_embedding.conv_in.weight")),
@@ -121,7 +122,8 @@ _OTHER_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("a standalone VAE", ("encoder.conv_in.weight", "decoder.conv_out.weight")),
 )
 
-_SUPPORTED = "SD 1.x/1.5 and SDXL base, text-to-image or inpainting, and the SDXL refiner (LDM layout)"
+_SUPPORTED = ("SD 1.x/1.5 and SDXL base, text-to-image or inpainting, and the SDXL refiner (LDM layout); "
+              "FLUX.1 schnell/dev transformers (BFL or ComfyUI layout)")
 
 _STAMP_NAME = ".brushwork-config-stamp"
 _CONFIG_SUFFIXES = (".json",)
@@ -175,6 +177,8 @@ def detect_variant(shapes: Mapping[str, Any], family: Family | None = None) -> V
     Call it after `detect_family` (which refuses other channel counts with the
     layout named); `family` only words the error and is detected when None.
     """
+    if is_flux_layout(shapes):
+        return "base"  # detect_family refused FLUX.1 Fill/Depth by their input width
     in_ch = _in_channels(shapes)
     if in_ch is None:
         raise ValueError(f"the UNet has no input convolution ({KEY_UNET_IN}); cannot tell a text-to-image "
@@ -221,6 +225,9 @@ def detect_family(keys: Iterable[str] | Mapping[str, Any]) -> Family:
     def has_prefix(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in names)
 
+    if is_flux_layout(names):  # FLUX.1 transformer (BFL file or ComfyUI checkpoint): models/flux.py
+        refuse_relatives(names, shapes)
+        return "flux"
     if KEY_PLAYGROUND in names:
         raise _unsupported("Playground v2.5 (EDM formulation)")
     if "v_pred" in names:
@@ -276,6 +283,8 @@ def missing_components(keys: Iterable[str], family: Family, variant: Variant = "
     separate component instead. A refiner has one text encoder (text_encoder_2).
     """
     names = set(keys)
+    if family == "flux":
+        return []  # the transformer alone; the rest comes from its companion folder (models/flux.py)
     wanted: dict[str, str] = {"vae": KEY_VAE}
     if (family, variant) == ("sdxl", "refiner"):
         wanted["text_encoder_2"] = KEY_OPEN_CLIP_REFINER
@@ -457,6 +466,10 @@ def variant_of_pipeline_folder(folder: Path, family: Family | None = None) -> Va
     The UNet decides, not the pipeline class: its weights are what must fit.
     Raises ValueError (an `UnsupportedLayout` for other channel counts).
     """
+    if (family or family_of_pipeline_config(folder)) == "flux":
+        from brushwork.models.flux import variant_of_folder
+
+        return variant_of_folder(folder)  # type: ignore[return-value]
     config = Path(folder) / "unet" / "config.json"
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -490,7 +503,7 @@ def _folder_is_refiner(folder: Path) -> bool:
 
 # ---------------------------------------------------------------- shapes against configs
 
-FAMILY_LABELS: dict[Family, str] = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+FAMILY_LABELS: dict[Family, str] = {"sd15": "SD 1.5", "sdxl": "SDXL", "flux": "FLUX.1"}
 LDM_VAE_PREFIX = "first_stage_model."
 _CLIP_PREFIXES: dict[Family, tuple[str, ...]] = {
     "sd15": ("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."),
@@ -692,6 +705,10 @@ def check_against_config(shapes: Mapping[str, Any], config_dir: Path | None, fam
     would otherwise fail deep inside loading with a bare size mismatch (or,
     for depths, silently drop layers). Raises ValueError naming the component.
     """
+    if family == "flux":
+        from brushwork.models.flux import check_flux_file
+
+        return check_flux_file(shapes, config_dir)
     config_dir = shipped_config_dir(family, variant) if config_dir is None else Path(config_dir)
     patches = VARIANT_PATCHES[variant] if _is_shipped(config_dir, family, variant) else None
     config_family = family_of_pipeline_config(config_dir)

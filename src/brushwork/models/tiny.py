@@ -182,7 +182,11 @@ def tiny_sdxl_refiner_pipeline(tokenizer_dir: Path, seed: int = 0) -> Any:
 
 
 def _tiny_sdxl_refiner(tokenizer_dir: Path) -> Any:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
 
     text_encoder_2 = _text_encoder(64, projection=True, projection_dim=32)
     unet = UNet2DConditionModel(
@@ -207,3 +211,92 @@ def save_pipeline(pipe: Any, folder: Path) -> Path:
     """Write a diffusers folder (safetensors weights) — the layout real repos use."""
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# -- Flux ---------------------------------------------------------------------------------
+
+# FLUX.1's VAE latent space: 16 channels, scaled and shifted (vae/config.json of black-forest-labs/FLUX.1-schnell).
+FLUX_VAE_SCALING = 0.3611
+FLUX_VAE_SHIFT = 0.1159
+FLUX_SCHEDULER_CONFIG: dict[str, Any] = {  # FLUX.1-schnell's scheduler_config.json
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 4096,
+    "max_shift": 1.15,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "use_dynamic_shifting": False,
+}
+_T5_WORDS = ("a an the of and in on at with by for to from is red green blue white black fox cat dog snow "
+             "forest city portrait photo painting light night sky sea mountain house woman man tree flower")
+
+
+def tiny_t5_tokenizer(folder: Path) -> Any:
+    """A T5 (Unigram) tokenizer written offline: T5's special tokens, letters, digits and a few words.
+
+    Real FLUX.1 uses T5 v1.1's 32k sentencepiece vocabulary, which cannot be
+    downloaded here; this one has T5's ids for <pad>/</s>/<unk> (0/1/2) and
+    saves/loads through `T5TokenizerFast.save_pretrained`/`from_pretrained`,
+    the way a diffusers folder's `tokenizer_2/` does.
+    """
+    import math
+    import string
+
+    from transformers import T5TokenizerFast
+
+    pieces = ["▁", *(f"▁{c}" for c in string.ascii_letters + string.digits),
+              *(string.ascii_letters + string.digits + string.punctuation),
+              *(f"▁{word}" for word in _T5_WORDS.split())]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(piece, -math.log(len(piece) + 1)) for piece in dict.fromkeys(pieces)]
+    tokenizer = T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    return T5TokenizerFast.from_pretrained(folder)
+
+
+def tiny_flux_pipeline(tokenizer_dir: Path, seed: int = 0, guidance_embeds: bool = False) -> Any:
+    """A FluxPipeline with tiny random weights and FLUX.1-schnell's layout (16-channel VAE, packed 2x2 latents).
+
+    Sizes follow diffusers' tests/pipelines/flux (1 double + 1 single block,
+    2 heads of 16); the VAE keeps the real downscale of 8 and Flux's latent
+    scaling/shift. `guidance_embeds=True` gives a FLUX.1-dev-like transformer.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _tiny_flux(tokenizer_dir, guidance_embeds)
+
+
+def _tiny_flux(tokenizer_dir: Path, guidance_embeds: bool) -> Any:
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer_2 = tiny_t5_tokenizer(tokenizer_dir / "tokenizer_2")
+    text_encoder_2 = T5EncoderModel(T5Config(
+        d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, vocab_size=len(tokenizer_2),
+        feed_forward_proj="gated-gelu", relative_attention_num_buckets=8, relative_attention_max_distance=32,
+        dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False,
+    ))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 4, 8),
+        guidance_embeds=guidance_embeds,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16), in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=16, layers_per_block=1, norm_num_groups=8, sample_size=64,
+        scaling_factor=FLUX_VAE_SCALING, shift_factor=FLUX_VAE_SHIFT, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER_CONFIG),
+        vae=vae, text_encoder=_text_encoder(32, projection=False), tokenizer=tiny_tokenizer(tokenizer_dir / "tokenizer"),
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+    )

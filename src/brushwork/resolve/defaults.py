@@ -39,4 +39,8 @@ FAMILY_DEFAULTS: dict[Family, FamilyDefaults] = {
                            Size(width=512, height=512)),
     "sdxl": FamilyDefaults(Sampling(sampler="DPM++ 2M Karras", steps=30, cfg=6.0, clip_skip=1),
                            Size(width=1024, height=1024)),
+    # FLUX.1-schnell: 4 steps of flow-matching Euler; cfg is FluxPipeline's guidance_scale, which only a
+    # guidance-distilled (dev) transformer reads, so 0 says "none" (schnell ignores it).
+    "flux": FamilyDefaults(Sampling(sampler="Euler", steps=4, cfg=0.0, clip_skip=1),
+                           Size(width=1024, height=1024)),
 }

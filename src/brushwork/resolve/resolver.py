@@ -47,6 +47,7 @@ from brushwork.plan import (
     invalid_from_validation,
 )
 from brushwork.resolve.defaults import FAMILY_DEFAULTS, FamilyDefaults
+from brushwork.resolve.family_fit import fit_plan, fit_sampling
 from brushwork.resolve.loras import extract_lora_tags, lora_family, refuse_tags
 from brushwork.resolve.request import mode_of, seeds_for, validate_request
 from brushwork.styles.recipe import Recipe
@@ -68,6 +69,11 @@ def _family_label(family: str) -> str:
     from brushwork.models.offline_configs import FAMILY_LABELS
 
     return FAMILY_LABELS.get(family, family)  # type: ignore[call-overload]
+
+
+def _with_article(family: str) -> str:
+    label = _family_label(family)
+    return f"{'an' if label.startswith('S') else 'a'} {label}"  # an SD 1.5, an SDXL, a FLUX.1
 
 
 def _round8(value: int) -> int:
@@ -309,7 +315,8 @@ class Resolver:
             problem = f"{where}refiner applies to txt2img only, not {mode}"
         elif model.family != "sdxl" or model.variant != "base":
             problem = (f"{where}refiner hands over from an SDXL base model; {model.name!r} is "
-                       f"{'an SDXL ' + model.variant if model.family == 'sdxl' else model.family} model")
+                       f"{'an SDXL ' + model.variant if model.family == 'sdxl' else _with_article(model.family)} "
+                       "model")
         if problem is not None:
             if from_request:
                 raise InvalidRequest("refiner", problem)
@@ -424,6 +431,8 @@ class Resolver:
         mode = mode_of(request)
         sampling = merge(Sampling, request.sampling, recipe.sampling, defaults.sampling)
         sampling = sampling.model_copy(update={"sampler": canonical_sampler(sampling.sampler or "")})
+        sampling = fit_sampling(model.family, request.sampling, sampling, defaults.sampling,
+                                recipe_entry.family if recipe_entry else None, warnings)
         self._check_clip_skip(sampling.clip_skip or 1, model, entry)
         init, mask, outpaint = self._image_groups(mode, request, recipe, defaults)
         size, outpaint = self._size(mode, request, recipe, defaults, init, outpaint)
@@ -453,6 +462,7 @@ class Resolver:
             )
         except ValidationError as exc:  # only a style can get here: requests were checked above
             raise invalid_from_validation(exc) from None
+        plan = fit_plan(plan, request)  # what the style gives that the family cannot use (FLUX.1)
         validate_plan(plan, self.limits)  # the style's values obey the same limits as the user's
         return plan
 

@@ -67,6 +67,12 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 assert set(SCHEDULERS) == set(SAMPLERS), "every contract sampler needs a scheduler"
 
 
-def scheduler_for(name: str) -> SchedulerSpec:
-    """The diffusers recipe for a sampler (canonical id, A1111 name or alias)."""
-    return SCHEDULERS[canonical_sampler(name)]
+# Families whose samplers are their own (flow matching): canonical id -> spec; see contract.family_rules.
+FAMILY_SCHEDULERS: dict[str, dict[str, SchedulerSpec]] = {
+    "flux": {"Euler": SchedulerSpec("Euler", "FlowMatchEulerDiscreteScheduler")},
+}
+
+
+def scheduler_for(name: str, family: str | None = None) -> SchedulerSpec:
+    """The diffusers recipe for a sampler (canonical id, A1111 name or alias) on a model `family`."""
+    return FAMILY_SCHEDULERS.get(family or "", SCHEDULERS)[canonical_sampler(name)]

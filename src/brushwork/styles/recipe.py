@@ -27,7 +27,6 @@ from brushwork.contract.params import (
     fold_flat,
 )
 
-
 LoraRef = LoraWeight  # the name styles have always used
 
 

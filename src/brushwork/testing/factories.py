@@ -13,6 +13,7 @@ from brushwork.models.tiny import (  # noqa: F401  (re-exported for tests and be
     CLIP_VOCAB_SIZE,
     SD_SCHEDULER_CONFIG,
     save_pipeline,
+    tiny_flux_pipeline,
     tiny_sd15_inpaint_pipeline,
     tiny_sd15_pipeline,
     tiny_sdxl_inpaint_pipeline,

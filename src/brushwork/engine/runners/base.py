@@ -46,6 +46,8 @@ PIPELINE_CLASSES: dict[tuple[Family, Role, bool], str] = {
     ("sdxl", "txt2img", True): "StableDiffusionXLControlNetPipeline",
     ("sdxl", "img2img", True): "StableDiffusionXLControlNetImg2ImgPipeline",
     ("sdxl", "inpaint", True): "StableDiffusionXLControlNetInpaintPipeline",
+    ("flux", "txt2img", False): "FluxPipeline",
+    ("flux", "img2img", False): "FluxImg2ImgPipeline",
 }
 
 
