@@ -123,6 +123,7 @@ def test_lora_prompt_and_few_step_commands_run_as_written(tiny_models, tmp_path:
         assert result.exit_code == 0, (line, result.output)
     outputs = sorted((tmp_path / "outputs").glob("*.png"))
     assert len(outputs) == sum(line.startswith(".venv/bin/brushwork generate") for line in lines)
+    assert all(np.asarray(Image.open(path)).std() > 1 for path in outputs)  # no black (NaN) images
     texts = [Image.open(path).text["parameters"] for path in outputs]
     assert sum('Lora hashes: "demo-lora: ' in text for text in texts) == 3
     assert any("(lighthouse:1.3)" in text for text in texts)

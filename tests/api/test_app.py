@@ -89,6 +89,13 @@ def test_loras_by_field_and_by_tag_are_the_same_job(serve):
     assert by_tag["images"] == job["images"]  # the same Plan: answered from storage
 
 
+def test_a_run_s_notes_reach_the_job_and_its_done_event(serve):
+    note = "The float16 VAE decode gave NaN/inf values (a black image) for seed 3; decoded again in float32."
+    http = serve(FakeClient(notes=[note]))
+    job = wait_done(http, http.post("/v1/jobs", json={"prompt": "a fox", **FAST}).json()["id"])
+    assert job["status"] == "succeeded" and job["notes"] == [note]
+
+
 def test_an_identical_request_is_answered_from_storage_without_running(serve):
     fake = FakeClient()
     http = serve(fake)
@@ -190,6 +197,9 @@ def test_api_keys_health_readiness_metrics_and_listings(serve):
     assert "general" in {s["name"] for s in http.get("/v1/styles", headers=auth).json()}
     assert "tiny-sd15" in {m["name"] for m in http.get("/v1/models", headers=auth).json()}
     assert "tiny2x" in http.get("/v1/upscalers", headers=auth).json()
+    loras = {entry["name"]: entry["family"] for entry in http.get("/v1/loras", headers=auth).json()}
+    assert loras["tinylora-xl"] == "sdxl" and "demo-lora" in loras
+    assert http.get("/v1/embeddings", headers=auth).json() == []
     job = http.post("/v1/jobs", json={"prompt": "a fox", **FAST}, headers=auth).json()
     wait_done_auth = time.monotonic() + 10
     while http.get(f"/v1/jobs/{job['id']}", headers=auth).json()["status"] != "succeeded":

@@ -65,3 +65,18 @@ def test_the_demo_lora_works_on_the_demo_model_out_of_the_box(cli):
     result = cli("generate", "a lamp <lora:demo-lora:0.8>", "--model", "demo", "--steps", "2", "--size", "64x64")
     assert result.exit_code == 0, result.output
     assert 'Lora hashes: "demo-lora: ' in cli("info", _png(result.output)).output
+
+
+def test_few_step_by_hand_with_an_lcm_lora_runs_four_steps(cli, tiny_models, tmp_path, monkeypatch):
+    """`--lora lcm --sampler LCM --steps 4 --cfg 1`, with a (random) LoRA installed under the name lcm."""
+    models = tmp_path / "models"
+    (models / "loras").mkdir(parents=True)
+    (models / "checkpoints").symlink_to(tiny_models.models_dir / "checkpoints")
+    (models / "loras" / "lcm.safetensors").symlink_to(tiny_models.lora)
+    monkeypatch.setenv("BRUSHWORK_MODELS_DIR", str(models))
+    result = cli("generate", "a lamp", "--model", "tiny-sd15", "--size", "64x64", "--lora", "lcm",
+                 "--sampler", "LCM", "--steps", "4", "--cfg", "1")
+    assert result.exit_code == 0, result.output
+    assert "4 steps" in result.output
+    parameters = cli("info", _png(result.output)).output
+    assert "Steps: 4, Sampler: LCM" in parameters and 'Lora hashes: "lcm: ' in parameters

@@ -98,8 +98,25 @@ def test_single_file_gives_the_same_pixels_as_the_folder(shared_api):
 
 
 
-def test_live_previews_are_skipped_for_packed_flux_latents(shared_api):
+def test_live_previews_unpack_flux_latents(shared_api):
+    import io
+
+    from PIL import Image
+
     plan = shared_api.plan("a red fox", model="tinyflux", steps=2, **FAST)
     events = []
     shared_api.engine.run_batch([plan], lambda _member, event: events.append(event), preview_every=1)
-    assert len(events) >= 2 and all(event.preview is None for event in events)
+    previews = [event.preview for event in events if event.preview is not None]
+    assert previews  # (the last step has no preview: its image is the result)
+    assert Image.open(io.BytesIO(previews[0])).size == (plan.width // 8, plan.height // 8)
+
+
+def test_unpacking_flux_latents_inverts_diffusers_packing():
+    import torch
+    from diffusers import FluxPipeline
+
+    from brushwork.engine.preview import unpack_flux
+
+    latents = torch.randn(2, 16, 12, 8)  # a 96x64 image's latents
+    packed = FluxPipeline._pack_latents(latents, 2, 16, 12, 8)
+    assert torch.equal(unpack_flux(packed, (64, 96)), latents)

@@ -218,3 +218,14 @@ def test_flux_refuses_lora_tags_and_warns_that_emphasis_is_plain_text(shared_api
         shared_api.plan("a lamp <lora:tinylora>", model="tinyflux", width=64, height=64)
     plan = shared_api.plan("a (lamp:1.3)", model="tinyflux", width=64, height=64)
     assert any("emphasis like (word:1.2) is not applied" in warning for warning in plan.warnings)
+
+
+def test_replaying_a_plan_whose_lora_is_missing_or_changed_fails_before_loading(shared_api):
+    plan = shared_api.plan("a lamp <lora:tinylora:0.5>", model="tiny-sd15", **FAST)
+    missing = plan.model_copy(update={"loras": (plan.loras[0].model_copy(update={"name": "gone"}),)})
+    with pytest.raises(InvalidRequest, match=r"lora: 'gone' is not installed here; the Plan needs that lora"):
+        shared_api.check(missing)
+    changed = plan.model_copy(update={"loras": (plan.loras[0].model_copy(update={"sha256": "0" * 64}),)})
+    with pytest.raises(ModelUnavailable, match="changed since the plan was made"):
+        shared_api.check(changed)
+    shared_api.check(plan)  # the real one passes

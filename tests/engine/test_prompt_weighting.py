@@ -142,3 +142,19 @@ def test_weighted_plans_batch_together_and_keep_their_pixels(shared_api):
     for plan, result in zip(plans, results, strict=True):
         diff = np.abs(px(result) - px(shared_api.engine.run(plan)))
         assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def test_emphasis_of_a_zero_mean_chunk_stays_finite():
+    """A LayerNorm without bias gives zero-mean chunks (the demo model): nothing to restore, no inf/NaN."""
+    import torch
+
+    from brushwork.engine.prompts import _emphasis
+
+    hidden = torch.randn(1, 77, 32)
+    hidden = hidden - hidden.mean(dim=-1, keepdim=True)  # every token's mean is 0, as after a bias-free norm
+    weights = [1.0] * 77
+    weights[3] = 1.3
+    out = _emphasis(hidden, weights)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0, 3], hidden[0, 3] * torch.tensor(1.3))
+    assert torch.equal(out[0, 4], hidden[0, 4])

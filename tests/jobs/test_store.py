@@ -345,8 +345,16 @@ def test_a_version_1_database_gains_the_batch_columns(path: Path) -> None:
     raw.close()
     with SqliteJobStore(path) as upgraded:
         old = upgraded.get("old")
-        assert old is not None and old.batch_key == "" and old.image_count == 1
+        assert old is not None and old.batch_key == "" and old.image_count == 1 and old.notes == []
         assert upgraded.claim_compatible("", 4) == [] and upgraded.claim_next().id == "old"
+
+
+def test_a_run_s_notes_are_kept_with_its_job(store: SqliteJobStore) -> None:
+    record = store.add(job())
+    store.finish(record.id, JobStatus.SUCCEEDED, images=["k"], notes=["decoded again in float32"])
+    assert store.get(record.id).notes == ["decoded again in float32"]
+    store.finish(record.id, JobStatus.SUCCEEDED)  # not given: kept
+    assert store.get(record.id).notes == ["decoded again in float32"]
 
 
 def test_drop_images_keeps_the_jobs_and_images_still_referenced(store: SqliteJobStore) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from brushwork import __version__
-from brushwork.cli import demo, generate, listing, serve, upscale
+from brushwork.cli import demo, doctor, generate, listing, serve, upscale
 
 app = typer.Typer(
     name="brushwork",
@@ -39,6 +39,7 @@ app.command()(generate.replay)
 app.command()(listing.styles)
 app.command()(listing.models)
 app.command()(listing.info)
+app.command()(doctor.doctor)
 app.command()(upscale.upscale)
 app.command(name="demo-files")(demo.demo_files)
 app.command()(serve.serve)

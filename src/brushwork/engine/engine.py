@@ -300,7 +300,7 @@ class Engine:
 
         def report_with_previews(event: StepEvent, latents: Any) -> None:
             if on_progress is not None:
-                jpegs = latent_jpegs(latents, plan.model.family, first_rows)
+                jpegs = latent_jpegs(latents, plan.model.family, first_rows, (plan.width, plan.height))
                 for index, jpeg in zip(members, jpegs, strict=True):
                     on_progress(index, dataclasses.replace(event, preview=jpeg))
 

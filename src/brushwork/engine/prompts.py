@@ -163,13 +163,21 @@ def _vectors_at(encoder: Any, fixes: list[tuple[int, Any]]) -> Iterator[None]:
 
 
 def _emphasis(hidden: Any, weights: list[float]) -> Any:
-    """A1111's "Original" emphasis: z * weights, then z *= original_mean / new_mean."""
+    """A1111's "Original" emphasis: z * weights, then z *= original_mean / new_mean.
+
+    When the chunk's mean is zero to float precision (a final LayerNorm without
+    a learned bias, as in random test models) there is no mean to restore, and
+    dividing by the new, equally-zero mean would blow the values up to inf/NaN
+    (a black image): then the weighted values are kept as they are. Real CLIP
+    encoders' means are far from that threshold, so their pixels are A1111's.
+    """
     import torch
 
     z = hidden.float()
     original_mean = z.mean()
     z = z * torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
-    z = z * (original_mean / z.mean())
+    if original_mean.abs() > 1e-4 * z.abs().mean():
+        z = z * (original_mean / z.mean())
     return z.to(hidden.dtype)
 
 

@@ -15,7 +15,7 @@ Worker protocol (one `multiprocessing.Pipe`, frames via `send_bytes`):
                      ["event", job, {"member": i, "type": "progress", "step", "total", "elapsed", "stage",
                                      "preview"?: base64 JPEG}]
                      ["done", job, {"results": [{"images": n, "timings": {...}, "filtered": [...],
-                                                 "peak_memory": bytes|null}, ...]}]
+                                                 "peak_memory": bytes|null, "notes": [str]}, ...]}]
                                                          + the PNG frames of every result, in order
                      ["error", job, error]
 
@@ -114,7 +114,7 @@ def _only_member(on_event: EventSink) -> MemberEventSink:
 
 def run_output(result: Result) -> RunOutput:
     return RunOutput(images=png_bytes(result), timings=dict(result.timings), filtered=list(result.filtered),
-                     peak_memory=result.peak_memory)
+                     peak_memory=result.peak_memory, notes=list(result.notes))
 
 
 # -- in this process ------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def _run_job(engine: Any, conn: Any, cancel: CancelToken, job: str, plan_jsons: 
         return
     _send(conn, ["done", job, {"results": [
         {"images": len(out.images), "timings": {k: float(v) for k, v in out.timings.items()},
-         "filtered": [bool(f) for f in out.filtered], "peak_memory": out.peak_memory} for out in outputs]}])
+         "filtered": [bool(f) for f in out.filtered], "peak_memory": out.peak_memory, "notes": list(out.notes)} for out in outputs]}])
     for out in outputs:
         for data in out.images:
             conn.send_bytes(data)
@@ -341,10 +341,12 @@ def _outputs(results: list[dict[str, Any]], images: list[bytes]) -> list[RunOutp
     for result in results:
         count = int(result["images"])
         peak = result.get("peak_memory")
+        notes = result.get("notes", [])
         outputs.append(RunOutput(images=images[offset:offset + count],
                                  timings={k: float(v) for k, v in result["timings"].items()},
                                  filtered=[bool(f) for f in result["filtered"]],
-                                 peak_memory=int(peak) if isinstance(peak, int) else None))
+                                 peak_memory=int(peak) if isinstance(peak, int) else None,
+                                 notes=[str(note) for note in notes] if isinstance(notes, list) else []))
         offset += count
     return outputs
 

@@ -342,12 +342,13 @@ class JobService:
                 keys = await asyncio.to_thread(lambda p=plan, o=output: [
                     self.results.put(image_key(p.single(i).cache_key()), data) for i, data in enumerate(o.images)])
                 await asyncio.to_thread(self.store.finish, record.id, JobStatus.SUCCEEDED, images=keys,
-                                        timings=output.timings)
+                                        timings=output.timings, notes=output.notes)
                 self.stats.runs += 1
                 self.stats.durations.append(time.perf_counter() - started)
                 if output.peak_memory is not None:
                     self.stats.peak_memory[index] = output.peak_memory
-                self._publish(record.id, {"type": "done", "images": keys, "timings": output.timings})
+                self._publish(record.id, {"type": "done", "images": keys, "timings": output.timings,
+                                          "notes": output.notes})
         except Cancelled:
             for record in records:
                 if record.id in self._cancelled_by_user or self.accepting:

@@ -33,7 +33,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from brushwork.errors import BrushworkError
 from brushwork.jobs.types import JobRecord, JobStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # version -> statements that bring the schema from version-1 to version (run in one transaction).
 # PRAGMA cannot take parameters, hence the literal version numbers.
@@ -69,10 +69,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX jobs_batch ON jobs (status, batch_key)",
         "PRAGMA user_version = 2",
     ),
+    3: (  # what the engine had to do differently in the run (Result.notes)
+        "ALTER TABLE jobs ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'",
+        "PRAGMA user_version = 3",
+    ),
 }
 
 _COLUMNS = ("id", "status", "plan_json", "style", "priority", "attempts", "created_at", "started_at",
-            "finished_at", "error", "images", "timings", "idempotency_key", "cache_key", "batch_key", "image_count")
+            "finished_at", "error", "images", "timings", "idempotency_key", "cache_key", "batch_key", "image_count",
+            "notes")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"  # column names only, never values
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _QUEUE_ORDER = "priority DESC, created_at ASC, rowid ASC"
@@ -110,9 +115,10 @@ class JobStore(Protocol):
         ...
 
     def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
-               images: builtins.list[str] | None = None, timings: dict[str, float] | None = None) -> None:
+               images: builtins.list[str] | None = None, timings: dict[str, float] | None = None,
+               notes: builtins.list[str] | None = None) -> None:
         """Record the outcome (a finished status); `error` replaces any earlier note, `images` /
-        `timings` replace the stored ones when given."""
+        `timings` / `notes` replace the stored ones when given."""
         ...
 
     def requeue(self, job_id: str, error: str | None = None) -> None:
@@ -297,17 +303,20 @@ class SqliteJobStore(JobStore):
             return [record for job_id in chosen if (record := self._row(conn, job_id)) is not None]
 
     def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
-               images: builtins.list[str] | None = None, timings: dict[str, float] | None = None) -> None:
+               images: builtins.list[str] | None = None, timings: dict[str, float] | None = None,
+               notes: builtins.list[str] | None = None) -> None:
         status = JobStatus(status)
         if not status.finished:
             raise ValueError(f"finish() needs a finished status, not {status.value!r}")
         with self._use(write=True) as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error = ?, "
-                "images = COALESCE(?, images), timings = COALESCE(?, timings) WHERE id = ?",
+                "images = COALESCE(?, images), timings = COALESCE(?, timings), notes = COALESCE(?, notes) "
+                "WHERE id = ?",
                 (status.value, time.time(), error,
                  None if images is None else json.dumps(builtins.list(images)),
-                 None if timings is None else json.dumps(dict(timings)), job_id))
+                 None if timings is None else json.dumps(dict(timings)),
+                 None if notes is None else json.dumps(builtins.list(notes)), job_id))
             if cursor.rowcount == 0:
                 raise BrushworkError(f"job store {self.path}: no job {job_id!r} to finish")
 
@@ -391,17 +400,17 @@ def _values(record: JobRecord) -> tuple[Any, ...]:
     return (record.id, JobStatus(record.status).value, record.plan_json, record.style, int(record.priority),
             int(record.attempts), float(record.created_at), record.started_at, record.finished_at, record.error,
             json.dumps(builtins.list(record.images)), json.dumps(dict(record.timings)), record.idempotency_key,
-            record.cache_key, record.batch_key, int(record.image_count))
+            record.cache_key, record.batch_key, int(record.image_count), json.dumps(builtins.list(record.notes)))
 
 
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
     (job_id, status, plan_json, style, priority, attempts, created_at, started_at, finished_at, error,
-     images, timings, idempotency_key, cache_key, batch_key, image_count) = row
+     images, timings, idempotency_key, cache_key, batch_key, image_count, notes) = row
     return JobRecord(id=job_id, status=JobStatus(status), plan_json=plan_json, style=style, priority=priority,
                      attempts=attempts, created_at=created_at, started_at=started_at, finished_at=finished_at,
                      error=error, images=json.loads(images), timings=json.loads(timings),
                      idempotency_key=idempotency_key, cache_key=cache_key, batch_key=batch_key,
-                     image_count=image_count)
+                     image_count=image_count, notes=json.loads(notes))
 
 
 def _unreferenced(conn: sqlite3.Connection, rows: builtins.list[Any]) -> builtins.list[str]:

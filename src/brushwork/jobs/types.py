@@ -48,6 +48,7 @@ class JobRecord:
     cache_key: str = ""
     batch_key: str = ""  # Plan.batch_key(): equal keys may run as one batch; "" = always alone
     image_count: int = 1
+    notes: list[str] = field(default_factory=list)  # the run's Result.notes (e.g. an fp32 VAE retry)
 
     @property
     def plan(self) -> Plan:
@@ -62,6 +63,7 @@ class RunOutput:
     timings: dict[str, float] = field(default_factory=dict)
     filtered: list[bool] = field(default_factory=list)
     peak_memory: int | None = None  # device bytes at most during the run (CUDA only)
+    notes: list[str] = field(default_factory=list)  # what the engine did differently (Result.notes)
 
 
 # A JSON-safe progress event: {"type": "progress", "step": 3, "total": 20, "elapsed": 1.2, "stage": "generate"}

@@ -20,142 +20,25 @@ diffusers' converter at full size. Nothing heavy is imported at module import.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from brushwork.errors import ModelUnavailable
-
-FLUX_MARKER = "double_blocks.0.img_attn.norm.key_norm.scale"
-COMFY_PREFIX = "model.diffusion_model."
-# FLUX.1 relatives whose files also carry the marker, but which FluxPipeline cannot run.
-_RELATIVES: tuple[tuple[str, str], ...] = (
-    ("FLUX.2", "single_stream_modulation.lin.weight"),
-    ("Chroma", "distilled_guidance_layer.in_proj.weight"),
+from brushwork.models.offline_configs import (  # noqa: F401  (FLUX.1 layout facts live with the others)
+    COMFY_PREFIX,
+    COMPANION_HINT,
+    FLUX_IN_CHANNELS,
+    FLUX_MARKER,
+    check_flux_file,
+    is_flux_layout,
+    max_sequence_length,
+    read_transformer_config,
+    refuse_relatives,
+    transformer_facts,
+    transformer_prefix,
+    variant_of_folder,
 )
-# img_in input width (packed latent channels) of FLUX.1 tools that need their own pipelines.
-_TOOL_INPUTS = {384: "FLUX.1 Fill (inpainting)", 128: "FLUX.1 Depth/Canny (control)"}
-FLUX_IN_CHANNELS = 64  # 16 latent channels x 2x2 patches
-COMPANION_HINT = (
-    "a FLUX.1 single file holds the transformer only: set models.NAME.config to a diffusers FLUX.1 folder with "
-    "text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, vae/, scheduler/ and model_index.json (e.g. "
-    "`hf download black-forest-labs/FLUX.1-schnell --exclude 'transformer/*' 'flux1-schnell.safetensors' "
-    "'ae.safetensors'`, or any complete FLUX.1 diffusers folder)"
-)
-
-
-def transformer_prefix(names: Iterable[str]) -> str | None:
-    """"" (BFL file) or "model.diffusion_model." (ComfyUI/Forge) when the names hold a FLUX-style transformer."""
-    names = set(names)
-    for prefix in ("", COMFY_PREFIX):
-        if prefix + FLUX_MARKER in names:
-            return prefix
-    return None
-
-
-def is_flux_layout(names: Iterable[str]) -> bool:
-    return transformer_prefix(names) is not None
-
-
-def refuse_relatives(names: Iterable[str], shapes: Mapping[str, Any] | None = None) -> None:
-    """Raise `UnsupportedLayout` for FLUX.2, Chroma, Fill or Depth files (they carry FLUX.1's marker too)."""
-    from brushwork.models.offline_configs import UnsupportedLayout
-
-    names = set(names)
-    prefix = transformer_prefix(names) or ""
-    for label, marker in _RELATIVES:
-        if marker in names or COMFY_PREFIX + marker in names:
-            raise UnsupportedLayout(label)
-    width = _dim(shapes or {}, prefix + "img_in.weight", 1)
-    if width is not None and width != FLUX_IN_CHANNELS:
-        raise UnsupportedLayout(_TOOL_INPUTS.get(width, f"a FLUX-style transformer with {width} input channels"))
-
-
-def _dim(shapes: Mapping[str, Any], key: str, axis: int) -> int | None:
-    from brushwork.models.offline_configs import _dim as dim
-
-    return dim(shapes, key, axis)
-
-
-def read_transformer_config(config_dir: Path | None) -> dict[str, Any]:
-    """The transformer config a single file is built with: the companion's, else FLUX.1-schnell's shipped one."""
-    from brushwork.models.offline_configs import shipped_config_dir
-
-    folder = Path(config_dir) if config_dir is not None else shipped_config_dir("flux")
-    path = folder / "transformer" / "config.json"
-    if not path.is_file():
-        path = shipped_config_dir("flux") / "transformer" / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return data
-
-
-def transformer_facts(shapes: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[tuple[str, str, Any, Any]]:
-    """(component, what, in the file, in the config) for everything that fixes a tensor's shape."""
-    from brushwork.models.offline_configs import count_blocks
-
-    p = transformer_prefix(shapes) or ""
-    heads, head_dim = cfg.get("num_attention_heads", 24), cfg.get("attention_head_dim", 128)
-    return [
-        ("transformer", "input channels", _dim(shapes, p + "img_in.weight", 1), cfg.get("in_channels", 64)),
-        ("transformer", "width", _dim(shapes, p + "img_in.weight", 0), heads * head_dim),
-        ("transformer", "head width", _dim(shapes, p + "double_blocks.0.img_attn.norm.query_norm.scale", 0), head_dim),
-        ("transformer", "double blocks", count_blocks(shapes, p + "double_blocks.") or None, cfg.get("num_layers", 19)),
-        ("transformer", "single blocks", count_blocks(shapes, p + "single_blocks.") or None,
-         cfg.get("num_single_layers", 38)),
-        ("transformer", "T5 width", _dim(shapes, p + "txt_in.weight", 1), cfg.get("joint_attention_dim", 4096)),
-        ("transformer", "pooled CLIP width", _dim(shapes, p + "vector_in.in_layer.weight", 1),
-         cfg.get("pooled_projection_dim", 768)),
-        ("transformer", "guidance input", p + "guidance_in.in_layer.weight" in shapes,
-         bool(cfg.get("guidance_embeds", False))),
-    ]
-
-
-def check_flux_file(shapes: Mapping[str, Any], config_dir: Path | None) -> None:
-    """Refuse a FLUX.1 file without a companion folder, or whose transformer does not fit its config."""
-    from brushwork.models.offline_configs import (
-        describe_mismatch,
-        family_of_pipeline_config,
-        mismatches,
-    )
-
-    if config_dir is None:
-        raise ValueError(COMPANION_HINT)
-    config_dir = Path(config_dir)
-    if not config_dir.is_dir() or family_of_pipeline_config(config_dir) != "flux":
-        raise ValueError(f"its config folder {config_dir} is not a diffusers FLUX.1 folder (FluxPipeline "
-                         f"model_index.json); {COMPANION_HINT}")
-    found = mismatches(transformer_facts(shapes, read_transformer_config(config_dir)))
-    if found:
-        raise ValueError(f"{describe_mismatch(found, f'the config folder {config_dir}')}; use a companion folder "
-                         "made for this model (FLUX.1-schnell and -dev differ in the guidance input)")
-
-
-def variant_of_folder(folder: Path) -> str:
-    """"base" for a FLUX.1 text-to-image folder; Fill/Depth transformers (other input widths) are refused."""
-    from brushwork.models.offline_configs import UnsupportedLayout
-
-    config = Path(folder) / "transformer" / "config.json"
-    try:
-        width = json.loads(config.read_text(encoding="utf-8")).get("in_channels", FLUX_IN_CHANNELS)
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ValueError(f"cannot read the transformer config {config}: {exc}") from None
-    if width != FLUX_IN_CHANNELS:
-        raise UnsupportedLayout(_TOOL_INPUTS.get(width, f"a FLUX-style transformer with {width} input channels"))
-    return "base"
-
-
-def max_sequence_length(transformer_config: Mapping[str, Any]) -> int:
-    """How many T5 tokens the model reads: 256 for schnell (no guidance input), 512 for guidance-distilled dev."""
-    return 512 if transformer_config.get("guidance_embeds") else 256
-
-
-# -- BFL → diffusers names ------------------------------------------------------------------------------
 
 
 def _swap_halves(tensor: Any) -> Any:
@@ -277,7 +160,7 @@ def load_flux_pipeline(path: Path, *, torch_dtype: Any, config: Path | None = No
     """A FluxPipeline from a diffusers folder, or from a single file plus its companion folder (`config`)."""
     import diffusers
 
-    from brushwork.models.loading import quiet_library_bars
+    from brushwork.models.quiet import quiet_library_bars
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
     with quiet_library_bars():

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from brushwork.models.offline_configs import (
     read_checkpoint_shapes,
     variant_of_pipeline_folder,
 )
+from brushwork.models.quiet import quiet_dtype_notice, quiet_library_bars  # noqa: F401  (re-exported)
 
 PICKLE_OBJECTS = "contains Python objects that weights_only loading refuses; convert it to .safetensors"
 
@@ -164,42 +163,6 @@ def model_variant(path: Path, declared_family: Family | None = None) -> Variant:
 
 def _label(family: Family, variant: Variant) -> str:
     return f"{FAMILY_LABELS[family]}{VARIANT_LABELS[variant] or ' text-to-image'}"
-
-
-@contextmanager
-def quiet_dtype_notice() -> Iterator[None]:
-    """diffusers 0.42's from_pipe logs "modules that should be kept in float32: []" for every module; hide it."""
-    import logging
-
-    logger = logging.getLogger("diffusers.models.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextmanager
-def quiet_library_bars() -> Iterator[None]:
-    """Hide diffusers'/transformers' own loading bars for the duration, then restore them.
-
-    brushwork reports its own progress; a program using the API should not get
-    library progress bars on stderr for every model load.
-    """
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    libraries = (diffusers_logging, transformers_logging)
-    were_enabled = [lib.is_progress_bar_enabled() for lib in libraries]
-    for lib in libraries:
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for lib, enabled in zip(libraries, were_enabled, strict=True):
-            if enabled:
-                lib.enable_progress_bar()
 
 
 def load_pipeline(

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from brushwork.api.inputs import read_body, refuse_model_paths, request_from_body
 from brushwork.api.redact import redact, redact_optional
@@ -49,6 +49,8 @@ class JobView(BaseModel):
     images: list[str] = []
     seeds: list[int] = []
     timings: dict[str, float] = {}
+    notes: list[str] = Field(default=[], description="what the engine had to do differently, e.g. an fp32 "
+                                                    "VAE retry after a float16 NaN decode")
     plan: Plan
 
 
@@ -72,7 +74,7 @@ def view(record: JobRecord, request: Request, service: JobService) -> JobView:
         created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
         error=redact_optional(record.error, request.app.state.settings),  # no server paths in answers
         images=[str(request.url_for("image", key=key)) for key in record.images],
-        seeds=list(plan.seeds), timings=record.timings, plan=plan,
+        seeds=list(plan.seeds), timings=record.timings, notes=[redact(note, request.app.state.settings) for note in record.notes], plan=plan,
     )
 
 
@@ -217,5 +219,18 @@ def router(service_of: Any, api_of: Any, limit: Any = None) -> APIRouter:
     @routes.get("/controlnets")
     async def controlnets(request: Request) -> list[str]:
         return list(api_of(request).catalog.scan("controlnet"))
+
+    @routes.get("/loras")
+    async def loras(request: Request) -> list[dict[str, Any]]:
+        """Installed LoRAs by the name prompts use (`<lora:NAME:W>`) and the family their file is for."""
+        from brushwork.resolve.loras import lora_family
+
+        found = await asyncio.to_thread(api_of(request).catalog.scan, "lora")
+        return [{"name": name, "family": await asyncio.to_thread(lora_family, path)} for name, path in found.items()]
+
+    @routes.get("/embeddings")
+    async def embeddings(request: Request) -> list[str]:
+        """Installed textual-inversion embeddings: their names, as written in prompts."""
+        return list(api_of(request).catalog.scan("embedding"))
 
     return routes
