@@ -128,3 +128,24 @@ def test_lora_prompt_and_few_step_commands_run_as_written(tiny_models, tmp_path:
     assert sum('Lora hashes: "demo-lora: ' in text for text in texts) == 3
     assert any("(lighthouse:1.3)" in text for text in texts)
     assert any('TI hashes: "tinyemb: ' in text for text in texts), [t[:80] for t in texts]
+
+
+def test_memory_commands_run_as_written(tiny_models, monkeypatch: pytest.MonkeyPatch):
+    import json
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from brushwork.cli.main import app
+
+    section = _section("## Memory: `brushwork doctor` and the memory planner")
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+             for line in block.splitlines() if line.startswith(".venv/bin/brushwork ")]
+    assert len(lines) >= 2
+    monkeypatch.setenv("BRUSHWORK_HOME", str(tiny_models.home))
+    runner = CliRunner()
+    for line in lines:
+        result = runner.invoke(app, shlex.split(line)[1:])
+        assert result.exit_code == 0, (line, result.output)
+        if "--json" in line:
+            assert json.loads(result.output)

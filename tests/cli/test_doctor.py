@@ -19,7 +19,8 @@ def test_table_lists_device_facts_and_one_row_per_workload_and_card(cli):
         assert fact in out
     rows = [line for line in out.splitlines() if "512x512" in line or "1024x1024" in line]
     assert len(rows) == 6  # (here, 4GB, 8GB) × (SD 1.5, SDXL)
-    by_target = {(row.split("│")[1].strip(), row.split("│")[2].strip()): row for row in rows}
+    # columns: # | target | workload (family size dtype) | placement (profile) | resident | savers | peak GiB
+    by_target = {(row.split("│")[2].strip(), " ".join(row.split("│")[3].split()[:2])): row for row in rows}
     sdxl_8 = plan_memory(Workload("sdxl", 1024, 1024, component_sizes("sdxl")), Device(8 * GiB, int(8 * GiB * 0.95)))
     row = by_target[("--vram 8GB", "sdxl 1024x1024")]
     assert sdxl_8.placement in row and f"{sdxl_8.predicted_peak_bytes / GiB:.2f}" in row

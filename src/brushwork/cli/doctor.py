@@ -99,19 +99,23 @@ def doctor(
         if not key.startswith("memory"):
             console.print(f"{key}: {escape(str(value))}", highlight=False)
     console.print(f"memory: {total / (1 << 30):.2f} GiB total, {free / (1 << 30):.2f} GiB free", highlight=False)
+    # Few, folding columns: the table stays readable in an 80-column terminal; the reasons follow it.
     table = Table(title="memory plans (predicted; the engine does not apply them yet)")
-    for column in ("target", "workload", "dtype", "profile", "placement", "resident", "slicing/tiling", "peak GiB"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    for row in rows:
+    for column in ("#", "target", "workload", "placement", "resident", "savers", "peak GiB"):
+        table.add_column(column, overflow="fold")
+    reasons = []
+    for number, row in enumerate(rows, start=1):
         plan = row["plan"]
+        reasons.append(f"{number}. {row['reason']}")
+        workload = f"{row['workload']} {row['dtype']}"
         if plan is None:
-            table.add_row(escape(row["target"]), row["workload"], row["dtype"], "auto", "[red]does not fit[/red]",
-                          "", "", "", escape(row["reason"]))
+            table.add_row(str(number), escape(row["target"]), workload, "[red]does not fit[/red]", "", "", "")
             continue
         savers = [name for name, key in (("vae-slicing", "vae_slicing"), ("vae-tiling", "vae_tiling"),
                                          ("attention-slicing", "attention_slicing")) if plan[key]]
-        table.add_row(escape(row["target"]), row["workload"], row["dtype"], plan["profile"], plan["placement"],
-                      ",".join(plan["resident"]) or "-", ",".join(savers) or "-",
-                      f"{plan['predicted_peak_bytes'] / (1 << 30):.2f}", escape(row["reason"]))
+        table.add_row(str(number), escape(row["target"]), workload, f"{plan['placement']} ({plan['profile']})",
+                      ", ".join(plan["resident"]) or "-", ", ".join(savers) or "-",
+                      f"{plan['predicted_peak_bytes'] / (1 << 30):.2f}")
     console.print(table)
+    for reason in reasons:
+        console.print(escape(reason), highlight=False)
