@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     hf_cache: Path | None = Field(default=None, description="Hugging Face hub cache (default: HF's own)")
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int = Field(default=0, ge=0, le=1024, description="CPU threads for torch; 0: torch's default (one per "
+                                                                 "core). On a busy shared machine fewer can be faster")
     allow_pickle: bool = Field(default=False, description="permit .ckpt files (loaded weights_only)")
     pipeline_cache_size: int = Field(default=2, ge=1, description="pipelines kept warm in memory")
     lora_cache_mb: int = Field(default=1024, ge=0, description="LoRA weights kept loaded per warm pipeline "

@@ -338,3 +338,4 @@ class Result:
     filtered: list[bool] = field(default_factory=list)
     peak_memory: int | None = None  # bytes allocated on the device at most during the run (CUDA only)
     notes: list[str] = field(default_factory=list)  # what the engine had to do differently (e.g. an fp32 VAE retry)
+    runtime: dict[str, Any] = field(default_factory=dict)  # how it ran here: device, dtype, threads

@@ -229,3 +229,10 @@ def test_replaying_a_plan_whose_lora_is_missing_or_changed_fails_before_loading(
     with pytest.raises(ModelUnavailable, match="changed since the plan was made"):
         shared_api.check(changed)
     shared_api.check(plan)  # the real one passes
+
+
+def test_every_result_says_how_it_ran(shared_api):
+    import torch
+
+    result = shared_api.generate("a lamp", model="tiny-sd15", **FAST)
+    assert result.runtime == {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()}

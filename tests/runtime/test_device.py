@@ -36,3 +36,25 @@ def test_mps_and_explicit_settings():
     explicit = choose("cuda", "bfloat16", torch_module=_fake_torch(cuda=True, name="H100"))
     assert (explicit.device, explicit.dtype) == ("cuda", "bfloat16")
     assert choose("cpu", torch_module=_fake_torch(cuda=True, name="H100")).dtype == "float32"
+
+
+class _FakeThreads:
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.calls: list[int] = []
+
+    def get_num_threads(self) -> int:
+        return self.count
+
+    def set_num_threads(self, count: int) -> None:
+        self.calls.append(count)
+        self.count = count
+
+
+def test_threads_setting_is_applied_and_zero_keeps_torchs_default():
+    from brushwork.runtime.device import apply_threads
+
+    fake = _FakeThreads(8)
+    assert apply_threads(0, torch_module=fake) == 8 and fake.calls == []
+    assert apply_threads(1, torch_module=fake) == 1 and fake.calls == [1]
+    assert apply_threads(1, torch_module=fake) == 1 and fake.calls == [1]  # already so: no call

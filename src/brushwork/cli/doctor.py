@@ -77,11 +77,12 @@ def doctor(
     import torch
 
     from brushwork.config import Settings
-    from brushwork.runtime.device import choose
+    from brushwork.runtime.device import apply_threads, choose
     from brushwork.runtime.planner import Device
 
     settings = Settings.load(ctx.obj if isinstance(ctx.obj, Path) else None)
     policy = choose(settings.device, settings.dtype)
+    apply_threads(settings.threads)  # what an engine built with these settings would use
     kind = "cuda" if policy.device.startswith("cuda") else policy.device
     total, free = _here_memory(policy.device, torch)
     cpu = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)

@@ -131,7 +131,9 @@ def _run_and_save(api: Any, plan: Any, output: Path) -> None:
     seeds = ", ".join(str(s) for s in plan.seeds)
     steps = f"{total} step{'s' if total != 1 else ''}"
     size = f"{result.images[0].width}x{result.images[0].height}"
-    err_console.print(f"seed {seeds} · {size} · {steps} · {result.timings['total']:.1f}s", highlight=False)
+    ran = result.runtime
+    where = f" · {ran['device']} {ran['dtype']}, {ran['threads']} threads" if ran else ""
+    err_console.print(f"seed {seeds} · {size} · {steps} · {result.timings['total']:.1f}s{where}", highlight=False)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/yellow] {escape(terminal_safe(note))}", highlight=False)
     if any(result.filtered):

@@ -37,7 +37,7 @@ from brushwork.models.cache import PipelineCache, PipelineKey
 from brushwork.models.catalog import Kind, ModelCatalog
 from brushwork.plan import Plan, Result
 from brushwork.post.upscale import Upscalers
-from brushwork.runtime.device import DevicePolicy, choose, torch_dtype
+from brushwork.runtime.device import DevicePolicy, apply_threads, choose, torch_dtype
 from brushwork.runtime.memory import peak_bytes, reset_peak
 from brushwork.runtime.samplers import scheduler_for
 from brushwork.storage.assets import AssetStore
@@ -69,6 +69,7 @@ class Engine:
         self.settings = settings
         self.catalog = catalog or ModelCatalog(settings)
         self.policy = policy or choose(settings.device, settings.dtype)
+        self.threads = apply_threads(settings.threads)
         self.assets = assets or AssetStore(settings.assets_dir)
         self.cache = PipelineCache(capacity=settings.pipeline_cache_size)
         self.controlnets = PipelineCache(capacity=2 * settings.pipeline_cache_size)
@@ -272,7 +273,9 @@ class Engine:
                                      "post": done - post_started, "total": done - started},
                         )
             peak = peak_bytes(self.policy.device)
-        return [dataclasses.replace(result, peak_memory=peak) for result in results if result is not None]
+        runtime = {"device": self.policy.device, "dtype": self.policy.dtype, "threads": self.threads}
+        return [dataclasses.replace(result, peak_memory=peak, runtime=dict(runtime))
+                for result in results if result is not None]
 
     def _finish(self, images: list[Any], plan: Plan) -> tuple[list[Any], list[bool]]:
         from brushwork.post.finishing import finish

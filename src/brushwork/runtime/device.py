@@ -65,6 +65,18 @@ def choose(device: str = "auto", dtype: str = "auto", *, torch_module: Any = Non
     return DevicePolicy(device, "float32", "CPU: float32")
 
 
+def apply_threads(threads: int, *, torch_module: Any = None) -> int:
+    """Use `threads` CPU threads for torch's kernels (0: leave torch's default); returns the count in use.
+
+    Process-wide, so it is called where an Engine is built (each worker builds its own), never at import.
+    """
+    if torch_module is None:
+        import torch as torch_module
+    if threads > 0 and torch_module.get_num_threads() != threads:
+        torch_module.set_num_threads(threads)
+    return int(torch_module.get_num_threads())
+
+
 def torch_dtype(name: str) -> Any:
     import torch
 
